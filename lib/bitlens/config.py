@@ -1,0 +1,260 @@
+"""Profiles: load `params/<profile>.yaml`, apply `--set a.b=c` overrides, validate strictly.
+
+The schema is data (`bitlens.schema.*`, one module per section). Validation
+fills defaults, coerces ints to floats where a float is expected, and rejects
+anything it does not know with an error that names the key and the valid
+choices, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+REQUIRED = object()
+
+
+class ParamsError(ValueError):
+    """A profile or override that does not fit the schema."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One leaf of the schema."""
+
+    type: type | tuple[type, ...]
+    default: Any = REQUIRED
+    choices: Sequence[Any] | None = None
+    help: str = ""
+    nullable: bool = False
+    item_type: type | tuple[type, ...] | None = None  # for list fields
+    # a dataset/weights path the profile needs before any work; `hint` says where to get it
+    data_path: bool = False
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """A mapping with user-chosen keys (e.g. named experiments), each value validated by `schema`."""
+
+    schema: Mapping[str, Any]
+    help: str = ""
+    default: Any = field(default_factory=dict)
+
+
+def _type_name(t) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(_type_name(x) for x in t)
+    return {str: "string", int: "integer", float: "number", bool: "true/false", list: "list", dict: "mapping"}.get(t, t.__name__)
+
+
+def _coerce(value: Any, f: Field, key: str) -> Any:
+    if value is None:
+        if f.nullable:
+            return None
+        raise ParamsError(f"params key '{key}' is null but must be a {_type_name(f.type)}"
+                          + (f" ({f.help})" if f.help else ""))
+    types = f.type if isinstance(f.type, tuple) else (f.type,)
+    ok = False
+    for t in types:
+        if t is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+            break
+        if t is int and isinstance(value, bool):
+            continue
+        if t is str and isinstance(value, (int, float)) and not isinstance(value, bool) and False:
+            continue
+        if isinstance(value, t):
+            ok = True
+            break
+    if not ok:
+        raise ParamsError(f"params key '{key}' = {value!r} has type {type(value).__name__}; expected {_type_name(f.type)}"
+                          + (f" ({f.help})" if f.help else ""))
+    if f.choices is not None and value not in f.choices:
+        raise ParamsError(f"params key '{key}' = {value!r} is not one of the valid choices: "
+                          + ", ".join(repr(c) for c in f.choices))
+    if isinstance(value, list) and f.item_type is not None:
+        out = []
+        for i, item in enumerate(value):
+            out.append(_coerce(item, Field(f.item_type), f"{key}[{i}]"))
+        value = out
+    return value
+
+
+def _unknown(key: str, name: str, valid: Sequence[str]) -> ParamsError:
+    near = difflib.get_close_matches(name, list(valid), n=1)
+    hint = f" Did you mean '{near[0]}'?" if near else ""
+    return ParamsError(f"unknown params key '{key}'.{hint} Valid keys here: {', '.join(sorted(valid))}")
+
+
+def validate_section(raw: Any, schema: Mapping[str, Any], prefix: str = "") -> dict:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"params key '{prefix or '<root>'}' must be a mapping, got {type(raw).__name__}")
+    out: dict[str, Any] = {}
+    for name in raw:
+        if name not in schema:
+            raise _unknown(f"{prefix}{name}", str(name), [str(k) for k in schema])
+    for name, spec in schema.items():
+        key = f"{prefix}{name}"
+        if isinstance(spec, Field):
+            if name in raw:
+                out[name] = _coerce(raw[name], spec, key)
+            elif spec.default is REQUIRED:
+                raise ParamsError(f"params key '{key}' is required" + (f" ({spec.help})" if spec.help else ""))
+            else:
+                out[name] = copy.deepcopy(spec.default)
+        elif isinstance(spec, MapOf):
+            sub = raw.get(name, spec.default)
+            if sub is None:
+                sub = {}
+            if not isinstance(sub, Mapping):
+                raise ParamsError(f"params key '{key}' must be a mapping of named entries")
+            out[name] = {k: validate_section(v, spec.schema, f"{key}.{k}.") for k, v in sub.items()}
+        elif isinstance(spec, Mapping):
+            out[name] = validate_section(raw.get(name, {}), spec, f"{key}.")
+        else:  # pragma: no cover - schema bug
+            raise TypeError(f"bad schema entry at {key}: {spec!r}")
+    return out
+
+
+def schema() -> dict:
+    from bitlens.schema import SCHEMA
+
+    return SCHEMA
+
+
+def validate(raw: Mapping[str, Any]) -> dict:
+    return validate_section(raw, schema())
+
+
+def find_root(start: str | os.PathLike | None = None) -> Path:
+    """The kit's checkout: the nearest folder upwards holding `params/` and `pyproject.toml`."""
+    env = os.environ.get("BITLENS_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(start or os.getcwd()).resolve()
+    for p in [here, *here.parents]:
+        if (p / "params").is_dir() and (p / "pyproject.toml").is_file():
+            return p
+    # an installed (non-editable) package: fall back to the source tree next to the package
+    pkg = Path(__file__).resolve().parents[2]
+    if (pkg / "params").is_dir():
+        return pkg
+    raise FileNotFoundError(f"cannot find the bitlens checkout (a folder with params/ and pyproject.toml) above {here}; "
+                            "set BITLENS_ROOT to it")
+
+
+def parse_set(items: Sequence[str] | None) -> dict[str, Any]:
+    """`["a.b=3", "c=[1,2]"]` → `{"a.b": 3, "c": [1, 2]}`; values are parsed as YAML scalars/lists."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ParamsError(f"--set expects KEY=VALUE (e.g. bebr.train.epochs=3), got {item!r}")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ParamsError(f"--set {item!r}: empty key")
+        try:
+            out[key] = yaml.safe_load(value) if value.strip() != "" else ""
+        except yaml.YAMLError:
+            out[key] = value
+    return out
+
+
+def apply_overrides(raw: dict, overrides: Mapping[str, Any]) -> dict:
+    raw = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node = raw
+        for part in parts[:-1]:
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise ParamsError(f"--set {dotted}: '{part}' is a value, not a section")
+            node = node[part]
+        node[parts[-1]] = value
+    return raw
+
+
+def profile_path(profile: str, root: str | os.PathLike | None = None) -> Path:
+    root = Path(root) if root else find_root()
+    p = Path(profile)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p.resolve()
+    path = root / "params" / f"{profile}.yaml"
+    if not path.exists():
+        known = sorted(x.stem for x in (root / "params").glob("*.yaml"))
+        raise ParamsError(f"unknown profile '{profile}': {path} does not exist. Valid profiles: {', '.join(known)}")
+    return path
+
+
+def load_params(profile: str = "tiny", overrides: Mapping[str, Any] | Sequence[str] | None = None,
+                root: str | os.PathLike | None = None) -> dict:
+    """Resolved, validated params of a profile. `overrides` is a dotted-key mapping or `KEY=VALUE` strings."""
+    path = profile_path(profile, root)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if overrides:
+        if not isinstance(overrides, Mapping):
+            overrides = parse_set(list(overrides))
+        raw = apply_overrides(raw, overrides)
+    try:
+        return validate(raw)
+    except ParamsError as e:
+        raise ParamsError(f"{path.name}: {e}") from None
+
+
+def iter_fields(params: Mapping[str, Any], schema_: Mapping[str, Any] | None = None, prefix: str = ""):
+    """Yield (dotted key, Field, value) for every leaf of validated params."""
+    schema_ = schema() if schema_ is None else schema_
+    for name, spec in schema_.items():
+        key = f"{prefix}{name}"
+        if isinstance(spec, Field):
+            yield key, spec, params.get(name)
+        elif isinstance(spec, MapOf):
+            for k, v in (params.get(name) or {}).items():
+                yield from iter_fields(v, spec.schema, f"{key}.{k}.")
+        elif isinstance(spec, Mapping):
+            yield from iter_fields(params.get(name) or {}, spec, f"{key}.")
+
+
+def resolve_path(value: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    p = Path(os.path.expanduser(str(value)))
+    return p if p.is_absolute() else (Path(root) if root else find_root()) / p
+
+
+def missing_data_paths(params: Mapping[str, Any], root: str | os.PathLike | None = None) -> list[tuple[str, Path, str]]:
+    """Every `data_path` field whose file/folder does not exist: (key, path, where to get it).
+
+    Paths under a generated Shapes world are skipped when the profile generates it
+    (`data.shapes.generate`), since stage 00_data creates them.
+    """
+    generate = bool(params.get("data", {}).get("shapes", {}).get("generate", False))
+    out = []
+    for key, f, value in iter_fields(params):
+        if not f.data_path or value in (None, ""):
+            continue
+        if generate and key.startswith(("data.", "bebr.", "ibc.", "dissect.")) and _under_shapes(value, params):
+            continue
+        path = resolve_path(value, root)
+        if not path.exists():
+            out.append((key, path, f.hint))
+    return out
+
+
+def _under_shapes(value: str, params: Mapping[str, Any]) -> bool:
+    shapes_root = str(params.get("data", {}).get("shapes", {}).get("root", "data/shapes")).rstrip("/")
+    return str(value).startswith(shapes_root)
+
+
+def dump_params(params: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(params), sort_keys=False, default_flow_style=None)
