@@ -247,8 +247,17 @@ def missing_data_paths(params: Mapping[str, Any], root: str | os.PathLike | None
             continue
         path = resolve_path(value, root)
         if not path.exists():
-            out.append((key, path, f.hint))
+            out.append((key, path, f.hint or _sibling_hint(params, key)))
     return out
+
+
+def _sibling_hint(params: Mapping[str, Any], key: str) -> str:
+    """A named entry (e.g. one of `data.imagelists`) may carry its own `hint` value."""
+    node: Any = params
+    for part in key.split(".")[:-1]:
+        node = node.get(part, {}) if isinstance(node, Mapping) else {}
+    hint = node.get("hint", "") if isinstance(node, Mapping) else ""
+    return hint if isinstance(hint, str) else ""
 
 
 def _under_shapes(value: str, params: Mapping[str, Any]) -> bool:

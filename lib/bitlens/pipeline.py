@@ -156,7 +156,7 @@ class Pipeline:
     def fingerprint(self, spec: StageSpec, lib: str, upstream: Mapping[str, str]) -> str:
         nb = self.notebooks_dir / f"{spec.name}.ipynb"
         h = hashlib.sha256()
-        h.update(nb.read_bytes())
+        h.update(nb.read_bytes() if nb.exists() else b"<missing notebook>")
         h.update(json.dumps(self.params, sort_keys=True, default=str).encode())
         h.update(lib.encode())
         for d in spec.deps:
@@ -230,6 +230,8 @@ class Pipeline:
         import papermill as pm
 
         nb_in = self.notebooks_dir / f"{spec.name}.ipynb"
+        if not nb_in.exists():
+            raise StageFailed(spec.name, f"stage {spec.name}: notebook {nb_in} does not exist")
         nb_out = self._out_nb(spec.name)
         nb_out.parent.mkdir(parents=True, exist_ok=True)
         stage_dir = self.results_dir / spec.name
@@ -251,8 +253,10 @@ class Pipeline:
             )
         except pm.PapermillExecutionError as e:
             secs = time.perf_counter() - t0
+            cell = _source_cell_index(nb_out, e.cell_index)
             msg = (f"stage {spec.name} failed in notebook {nb_in}\n"
-                   f"  cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {e.evalue}\n"
+                   f"  cell {cell} (0-based, in {nb_in.name}; In [{e.exec_count}] in the executed notebook): "
+                   f"{e.ename}: {e.evalue}\n"
                    f"  executed notebook with the traceback: {nb_out}")
             self._write_manifest([StageResult(spec.name, "failed", secs, nb_out, msg)])
             raise StageFailed(spec.name, msg) from None
@@ -294,6 +298,29 @@ class Pipeline:
             "library_version": __version__, "device": device_description(), "packages": package_versions(),
             "written": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": old,
         })
+
+
+def _source_cell_index(executed: Path, fallback: int) -> int:
+    """0-based index, in the source notebook, of the cell that failed.
+
+    The executed copy has extra cells (papermill's injected parameters and its
+    error banners), so count only cells that came from the source notebook.
+    """
+    try:
+        import nbformat
+
+        cells = nbformat.read(executed, as_version=4).cells
+    except Exception:  # the executed notebook may be unreadable after a crash
+        return fallback
+    extra = {"injected-parameters", "papermill-error-cell-tag"}
+    idx = 0
+    for c in cells:
+        if extra & set(c.get("metadata", {}).get("tags", [])):
+            continue
+        if c.get("metadata", {}).get("papermill", {}).get("status") == "failed":
+            return idx
+        idx += 1
+    return fallback
 
 
 def summary_table(results: Sequence[StageResult]) -> str:
