@@ -24,10 +24,11 @@ def main(argv=None) -> int:
     ap.add_argument("--list", action="store_true", help="list the profile's stages and whether each is up to date")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a params value, e.g. --set bebr.train.epochs=3 (repeatable)")
+    ap.add_argument("--results", metavar="DIR", help="results folder (default: results/); the profile gets a subfolder")
     args = ap.parse_args(argv)
     try:
         overrides = config.parse_set(args.set)
-        pipe = Pipeline(profile=args.profile, overrides=overrides)
+        pipe = Pipeline(profile=args.profile, overrides=overrides, results=args.results)
         if args.list:
             for spec, _fp, fresh in pipe.plan():
                 print(f"{spec.name:<20} {'up to date' if fresh else 'to run':<11} {spec.title}")

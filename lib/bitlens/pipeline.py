@@ -239,7 +239,8 @@ class Pipeline:
         marker = self.marker(spec.name)
         if marker.exists():
             marker.unlink()
-        env_before = {k: os.environ.get(k) for k in ("BITLENS_PROGRESS", "BITLENS_ROOT", "MPLBACKEND")}
+        env_before = {k: os.environ.get(k) for k in ("BITLENS_PROGRESS", "BITLENS_ROOT", "BITLENS_RESULTS", "MPLBACKEND")}
+        os.environ["BITLENS_RESULTS"] = str(self.results_dir.parent)
         os.environ["BITLENS_PROGRESS"] = os.environ.get("BITLENS_PROGRESS_PIPELINE", "log")
         os.environ["BITLENS_ROOT"] = str(self.root)
         os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
