@@ -24,3 +24,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords and not has_cuda:
             item.add_marker(skip)
+
+
+def _run_all(results, *extra, timeout=1800):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(ROOT / "run_all.py"), "--profile", "tiny", "--results", str(results), *extra],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tmp_path_factory):
+    """The whole tiny profile run once per test session (slow tests share it): results/<profile> folder."""
+    base = tmp_path_factory.mktemp("tiny_run")
+    out = _run_all(base)
+    assert out.returncode == 0, f"tiny pipeline failed:\n{out.stdout[-4000:]}\n{out.stderr[-6000:]}"
+    return base / "tiny", out
