@@ -1,0 +1,343 @@
+"""Ranking metrics with explicit tie semantics: Recall@K, mAP (Matlab-compatible), precision@K, MIS.
+
+Tie policies for Recall@K (hash codes take few distinct scores, so they matter):
+- "pessimistic": every item tied with the true one ranks before it;
+- "optimistic": every tied item ranks after it;
+- "expected": the tie order is uniformly random — recalls are expectations
+  (P(rank ≤ K)) and ranks the mean rank;
+- "index": ties broken by smaller index, like a stable sort.
+Float features almost never tie, and then all four coincide.
+
+mAP follows the official `compute_map.m`: distances sorted ascending with a
+stable sort (ties → lower database index), AP = (1/Q)·Σ_i i / rank_i over the
+whole ranking, 0 for a query without relevant items.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bitlens.progress import progress
+
+TIE_POLICIES = ("pessimistic", "optimistic", "expected", "index")
+DEFAULT_KS = (1, 5, 10, 50)
+MISSING_LABEL = 99999
+
+
+# -- Recall@K ---------------------------------------------------------------------
+
+def _check_scores(scores: np.ndarray) -> np.ndarray:
+    s = np.asarray(scores)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be a 2-D (queries × items) matrix, got shape {s.shape}")
+    if s.dtype.kind == "f" and not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or infinite values")
+    return s
+
+
+def rank_bounds(scores, gt=None, chunk: int = 1024):
+    """Per query: (#non-relevant scoring above the best relevant, #non-relevant tied with it, #ties before it by index).
+
+    `gt=None` means one-to-one ground truth (query i ↔ item i); otherwise a list of
+    relevant index arrays per query (one-to-many) or a boolean (nq, nd) matrix.
+    """
+    s = _check_scores(scores)
+    nq, nd = s.shape
+    above = np.zeros(nq, np.int64)
+    tied = np.zeros(nq, np.int64)
+    tied_before = np.zeros(nq, np.int64)
+    cols = np.arange(nd)
+    for a in range(0, nq, chunk):
+        b = min(nq, a + chunk)
+        block = s[a:b]
+        if gt is None:
+            if nd < nq:
+                raise ValueError(f"one-to-one ground truth needs as many items as queries ({nq}), got {nd}")
+            rel = np.zeros_like(block, dtype=bool)
+            rel[np.arange(b - a), np.arange(a, b)] = True
+        elif isinstance(gt, np.ndarray) and gt.dtype == bool:
+            rel = gt[a:b]
+        else:
+            rel = np.zeros_like(block, dtype=bool)
+            for i, r in enumerate(gt[a:b]):
+                rel[i, np.asarray(r, dtype=np.int64)] = True
+        if not rel.any(1).all():
+            bad = a + int(np.flatnonzero(~rel.any(1))[0])
+            raise ValueError(f"query {bad} has no relevant item in the ground truth")
+        best = np.where(rel, block, -np.inf).max(1, keepdims=True)
+        nonrel = ~rel
+        above[a:b] = ((block > best) & nonrel).sum(1)
+        eq = (block == best) & nonrel
+        tied[a:b] = eq.sum(1)
+        # index order: the first relevant item at the best score decides
+        first_rel = np.where(rel & (block == best), cols, nd).min(1, keepdims=True)
+        tied_before[a:b] = (eq & (cols < first_rel)).sum(1)
+    return above, tied, tied_before
+
+
+def recall_at_k(scores, gt=None, ks=DEFAULT_KS, ties: str = "pessimistic") -> dict:
+    """Recall@K (fractions) and median / mean rank (1-based) of the first relevant item, higher score = better."""
+    if ties not in TIE_POLICIES:
+        raise ValueError(f"unknown tie policy {ties!r}; valid: {', '.join(TIE_POLICIES)}")
+    above, tied, before = rank_bounds(scores, gt)
+    out = {}
+    if ties == "expected":
+        # the true item's rank is uniform on above+1 … above+tied+1
+        for k in ks:
+            p = np.clip((k - above) / (tied + 1.0), 0.0, 1.0)
+            out[f"r{k}"] = float(p.mean())
+        rank = above + tied / 2.0 + 1.0
+    else:
+        rank = {"pessimistic": above + tied + 1, "optimistic": above + 1, "index": above + before + 1}[ties]
+        for k in ks:
+            out[f"r{k}"] = float((rank <= k).mean())
+    out["medr"] = float(np.median(rank))
+    out["meanr"] = float(np.mean(rank))
+    return out
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    if (n == 0).any():
+        raise ValueError(f"{int((n == 0).sum())} row(s) have zero norm and cannot be L2-normalised")
+    return x / n
+
+
+def recall_both_directions(img_feats, txt_feats, ties: str = "pessimistic", ks=DEFAULT_KS) -> dict:
+    """Image→text and text→image Recall@K for one-to-one pairs, as the official eval: L2-normalise, dot product."""
+    a, b = np.asarray(img_feats), np.asarray(txt_feats)
+    if a.ndim != 2 or b.ndim != 2 or a.shape != b.shape:
+        raise ValueError(f"image and text features must be 2-D of equal shape, got {a.shape} and {b.shape}")
+    sim = l2_normalize(a) @ l2_normalize(b).T
+    return {"i2t": recall_at_k(sim, None, ks, ties), "t2i": recall_at_k(sim.T, None, ks, ties)}
+
+
+# -- mAP ---------------------------------------------------------------------------
+
+def _pm1(codes, name: str) -> np.ndarray:
+    c = np.asarray(codes)
+    if c.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (items × bits), got shape {c.shape}")
+    if c.dtype.kind == "f" and not np.isfinite(c).all():
+        raise ValueError(f"{name} contain NaN or infinite values")
+    if not np.isin(np.unique(c), (-1, 1)).all():
+        raise ValueError(f"{name} must be ±1 codes (use bitlens.codes.binarize / binarize_sigmoid first)")
+    return c.astype(np.float32)
+
+
+def _labels(x, n: int, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.shape[0] != n:
+        raise ValueError(f"{name} has {a.shape[0]} rows but the codes have {n}")
+    return a
+
+
+def _average_precisions(dist: np.ndarray, rel: np.ndarray, keep: np.ndarray | None, topk: int | None) -> np.ndarray:
+    """AP per row of a distance block; stable ascending order = Matlab's sort (ties → lower index)."""
+    order = np.argsort(dist, axis=1, kind="stable")
+    rows = np.arange(dist.shape[0])[:, None]
+    r = rel[rows, order]
+    if keep is not None:
+        kept = keep[rows, order]
+        # dropped entries vanish from the ranking: compact each row, keeping order
+        r = np.where(kept, r, False)
+        pos = np.cumsum(kept, axis=1)
+    else:
+        pos = np.broadcast_to(np.arange(1, dist.shape[1] + 1), r.shape)
+    if topk is not None:
+        r = r & (pos <= topk)
+    hits = np.cumsum(r, axis=1)
+    n_rel = r.sum(1)
+    prec = np.where(r, hits / np.maximum(pos, 1), 0.0).sum(1)
+    return np.where(n_rel > 0, prec / np.maximum(n_rel, 1), 0.0)
+
+
+def mean_average_precision(query_codes, db_codes, query_labels=None, db_labels=None, *, relevance=None,
+                           topk: int | None = None, self_match: str | None = None, bit_masks=None,
+                           chunk_size: int = 256, per_query: bool = False):
+    """mAP over Hamming ranking of ±1 codes with Matlab `compute_map.m` semantics.
+
+    relevance: a boolean (nq, nd) matrix, or None to use label equality
+    (single-label vectors). self_match (query set = database, query i = item i):
+    None (nothing special), "nonrelevant" (the query's own item stays in the
+    ranking but never counts — the official class mAP), "relevant" (it counts —
+    the official attribute mAP), "drop" (removed from the ranking).
+    bit_masks: per-query boolean (nq, K) masks: rank each query on its own bits.
+    topk: mAP@K (AP over the first K positions, normalised by the relevant items found there).
+    """
+    Q = _pm1(query_codes, "query codes")
+    D = _pm1(db_codes, "database codes")
+    if Q.shape[1] != D.shape[1]:
+        raise ValueError(f"query codes have {Q.shape[1]} bits but database codes {D.shape[1]}")
+    nq, nd = Q.shape[0], D.shape[0]
+    if self_match not in (None, "nonrelevant", "relevant", "drop"):
+        raise ValueError(f"unknown self_match {self_match!r}; valid: None, 'nonrelevant', 'relevant', 'drop'")
+    if self_match and nq != nd:
+        raise ValueError(f"self_match={self_match!r} needs query set = database, got {nq} queries and {nd} items")
+    if relevance is None:
+        if query_labels is None or db_labels is None:
+            raise ValueError("give query_labels and db_labels, or a relevance matrix")
+        ql, dl = _labels(query_labels, nq, "query_labels"), _labels(db_labels, nd, "db_labels")
+    else:
+        relevance = np.asarray(relevance, dtype=bool)
+        if relevance.shape != (nq, nd):
+            raise ValueError(f"relevance matrix has shape {relevance.shape}, expected ({nq}, {nd})")
+    if bit_masks is not None:
+        bit_masks = np.asarray(bit_masks, dtype=bool)
+        if bit_masks.shape != Q.shape:
+            raise ValueError(f"bit_masks must have shape {Q.shape} (one mask per query), got {bit_masks.shape}")
+    aps = np.zeros(nq)
+    it = range(0, nq, chunk_size)
+    for a in progress(it, desc="mAP", total=len(it), disable=len(it) < 8 or None):
+        b = min(nq, a + chunk_size)
+        if bit_masks is None:
+            ip = Q[a:b] @ D.T
+            dist = ((Q.shape[1] - ip) / 2).astype(np.uint16)
+        else:
+            qm = Q[a:b] * bit_masks[a:b]
+            ip = qm @ D.T
+            dist = ((bit_masks[a:b].sum(1, keepdims=True) - ip) / 2).astype(np.uint16)
+        rel = relevance[a:b].copy() if relevance is not None else (ql[a:b, None] == dl[None, :])
+        keep = None
+        if self_match:
+            diag = (np.arange(a, b), np.arange(a, b))
+            loc = (diag[0] - a, diag[1])
+            if self_match == "nonrelevant":
+                rel[loc] = False
+            elif self_match == "relevant":
+                rel[loc] = True
+            else:
+                keep = np.ones_like(rel)
+                keep[loc] = False
+        aps[a:b] = _average_precisions(dist, rel, keep, topk)
+    return aps if per_query else float(aps.mean()) if nq else 0.0
+
+
+def class_map(B, labels, self_match: str = "nonrelevant", query_idx=None, topk: int | None = None) -> float:
+    """Class-level retrieval mAP with query set = database (official `same_train_test`)."""
+    labels = _labels(labels, np.asarray(B).shape[0], "labels")
+    return mean_average_precision(B, B, labels, labels, self_match=self_match, topk=topk)
+
+
+def class_map_split(query_B, query_labels, db_B, db_labels, topk: int | None = None) -> float:
+    """Class-level mAP with separate query and database sets."""
+    return mean_average_precision(query_B, db_B, query_labels, db_labels, topk=topk)
+
+
+def expert_bits(GRM, k: int) -> np.ndarray:
+    """Per class, the indices of its k largest GRM entries (descending; equal values → lower bit index)."""
+    g = np.asarray(GRM, dtype=np.float64)
+    if g.ndim != 2:
+        raise ValueError(f"GRM must be 2-D (classes × bits), got shape {g.shape}")
+    if not 1 <= k <= g.shape[1]:
+        raise ValueError(f"expert bits k={k} must be between 1 and the code length {g.shape[1]}")
+    return np.argsort(-g, axis=1, kind="stable")[:, :k]
+
+
+def expert_bit_map(B, labels, GRM, k: int, self_match: str = "nonrelevant", db_B=None, db_labels=None) -> float:
+    """Class mAP where a query of class c ranks on the top-k bits of GRM[c] only (official `select_distance.m`).
+
+    Queries whose class is missing (99999) or outside the GRM are skipped.
+    """
+    B = np.asarray(B)
+    labels = _labels(labels, B.shape[0], "labels")
+    C = np.asarray(GRM).shape[0]
+    valid = (labels >= 0) & (labels < C)
+    sel = expert_bits(GRM, k)
+    masks = np.zeros((B.shape[0], B.shape[1]), bool)
+    masks[np.flatnonzero(valid)[:, None], sel[labels[valid]]] = True
+    if db_B is None:
+        aps = mean_average_precision(B, B, labels, labels, self_match=self_match, bit_masks=masks, per_query=True)
+    else:
+        aps = mean_average_precision(B, db_B, labels, db_labels, bit_masks=masks, per_query=True)
+    return float(aps[valid].mean()) if valid.any() else 0.0
+
+
+def attribute_map(B, attributes, j: int, bits=None) -> float:
+    """Attribute retrieval mAP (official `compute_map_attribute_rank.m`): queries = items with attribute j,
+    relevant = items with attribute j, the query's own item counts as relevant. `bits`: rank on these bits only."""
+    B = np.asarray(B)
+    A = np.asarray(attributes, dtype=np.float64)
+    if A.ndim != 2 or A.shape[0] != B.shape[0]:
+        raise ValueError(f"attributes must be (items × attributes) with {B.shape[0]} rows, got {A.shape}")
+    has = A[:, j] == 1
+    qidx = np.flatnonzero(has)
+    if qidx.size == 0:
+        return 0.0
+    if bits is not None:
+        B = B[:, np.asarray(bits, dtype=np.int64)]
+    rel = np.broadcast_to(has[None, :], (qidx.size, B.shape[0]))
+    return mean_average_precision(B[qidx], B, relevance=rel)
+
+
+def precision_at_k(query_codes, db_codes, query_labels, db_labels, k: int = 100) -> float:
+    """Mean fraction of relevant items among the first k (stable Hamming ranking)."""
+    Q = _pm1(query_codes, "query codes")
+    D = _pm1(db_codes, "database codes")
+    ql, dl = np.asarray(query_labels).ravel(), np.asarray(db_labels).ravel()
+    out = []
+    for a in range(0, Q.shape[0], 256):
+        dist = ((Q.shape[1] - Q[a:a + 256] @ D.T) / 2).astype(np.uint16)
+        order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        out.append((dl[order] == ql[a:a + 256, None]).mean(1))
+    return float(np.concatenate(out).mean())
+
+
+# -- MIS -----------------------------------------------------------------------------
+
+def mis_samples(labels, cls: int, max_num: int, rng: np.random.Generator):
+    """Official sampling for one class: the first min(max_num/2, n_pos) positives in file order,
+    then random negatives (label ≠ cls) up to max_num. Returns (indices, binary targets) or None."""
+    labels = np.asarray(labels).ravel()
+    pos = np.flatnonzero(labels == cls)
+    if pos.size == 0:
+        return None
+    p = min(max_num // 2, pos.size)
+    neg = np.flatnonzero(labels != cls)
+    neg = neg[rng.permutation(neg.size)[:max_num - p]]
+    idx = np.concatenate([pos[:p], neg])
+    y = np.zeros(idx.size, np.int64)
+    y[:p] = 1
+    return idx, y
+
+
+def mutual_information_matrix(codes, labels, max_num: int, seed: int = 0, estimator: str = "knn",
+                              classes=None) -> np.ndarray:
+    """(classes, bits) mutual information between each bit and one-vs-rest class membership."""
+    from sklearn.feature_selection import mutual_info_classif
+
+    X = _pm1(codes, "codes")
+    labels = np.asarray(labels).ravel()
+    if labels.shape[0] != X.shape[0]:
+        raise ValueError(f"labels has {labels.shape[0]} rows but the codes have {X.shape[0]}")
+    if estimator not in ("knn", "discrete"):
+        raise ValueError(f"unknown MI estimator {estimator!r}; valid: 'knn' (sklearn's continuous kNN estimator, "
+                         f"the paper's), 'discrete' (exact plug-in MI of the binary bits)")
+    if classes is None:
+        classes = [c for c in np.unique(labels) if c != MISSING_LABEL and c >= 0]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in progress(classes, desc=f"MIS ({estimator})"):
+        s = mis_samples(labels, int(c), max_num, rng)
+        if s is None:
+            continue
+        idx, y = s
+        if estimator == "knn":
+            rows.append(mutual_info_classif(X[idx], y, random_state=seed))
+        else:
+            rows.append(mutual_info_classif(X[idx] > 0, y, discrete_features=True))
+    return np.asarray(rows)
+
+
+def mutual_information_score(codes, labels, max_num: int, seed: int = 0, estimator: str = "knn") -> float:
+    """MIS = mean over bits of the max over classes of MI(bit; class membership), official sampling."""
+    mi = mutual_information_matrix(codes, labels, max_num, seed, estimator)
+    return float(mi.max(axis=0).mean()) if mi.size else 0.0
+
+
+MIS_ESTIMATORS = {
+    "knn": "sklearn mutual_info_classif, continuous kNN estimator (3 neighbours), as the official script (seeded)",
+    "discrete": "exact plug-in MI of binary bits (sklearn mutual_info_classif, discrete_features=True)",
+}

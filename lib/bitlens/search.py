@@ -1,0 +1,344 @@
+"""Exact top-k search over packed binary codes: Hamming distance and SDC (symmetric distance calculation).
+
+Every backend returns the same indices and scores: the database is scanned in
+chunks of `chunk_size` rows with a running top-k, so peak memory is bounded by
+the chunk size, never by the database size, and ties are always broken towards
+the smaller database index.
+
+Backends
+- "faiss": faiss's popcount kernels (`knn_hamming`, `hammings`) on CPU.
+- "numpy": XOR + `np.bitwise_count` on uint64 words (no extra dependency).
+- "cuda": ±1 codes as int8 matrices, inner products from `torch._int_mm`
+  (tensor cores), Hamming = (m − ip) / 2, chunked running top-k on the GPU.
+- "auto": faiss when installed, else numpy.
+
+SDC: for recurrent codes b = Σ_i w_i d_i, ⟨b_q, b_d⟩ = Σ_ij w_i w_j (m − 2·H(d_q^i, d_d^j)),
+so inner products and cosines come from XOR + popcount alone, exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bitlens.codes import RecurrentCode, as_words, popcount
+
+DEFAULT_CHUNK = 1 << 18  # database rows per scan step
+_BLOCK_BYTES = 64 << 20  # numpy backend: bytes of XOR scratch per block
+
+
+def _has_faiss() -> bool:
+    try:
+        import faiss  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+def resolve_backend(backend: str) -> str:
+    if backend == "auto":
+        return "faiss" if _has_faiss() else "numpy"
+    if backend not in ("faiss", "numpy", "cuda"):
+        raise ValueError(f"unknown search backend {backend!r}; valid: auto, faiss, numpy, cuda")
+    if backend == "faiss" and not _has_faiss():
+        raise ImportError("backend 'faiss' needs faiss-cpu: pip install 'bitlens[faiss]' (or use backend='numpy')")
+    if backend == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("backend 'cuda' needs a CUDA device; use backend='auto' on CPU")
+    return backend
+
+
+# -- exact top-k selection with index tie-break ---------------------------------------
+
+def _chunk_topk(vals: np.ndarray, offset: int, k: int, largest: bool):
+    """Top-k per row of a chunk whose columns are database rows offset, offset+1, …; ties → smaller index."""
+    q, n = vals.shape
+    if k >= n:
+        cols = np.broadcast_to(np.arange(n), (q, n))
+    else:
+        t = (np.partition(vals, n - k, axis=1)[:, n - k] if largest
+             else np.partition(vals, k - 1, axis=1)[:, k - 1])[:, None]
+        better = vals > t if largest else vals < t
+        eq = vals == t
+        need = k - better.sum(1, keepdims=True)
+        take = better | (eq & (np.cumsum(eq, axis=1) <= need))
+        cols = np.nonzero(take)[1].reshape(q, k)
+    rows = np.arange(q)[:, None]
+    return vals[rows, cols], cols.astype(np.int64) + offset
+
+
+def _sorted_topk(vals: np.ndarray, idx: np.ndarray, k: int, largest: bool):
+    """Sort candidates by (score, index) and keep k per row."""
+    order = np.lexsort((idx, -vals if largest else vals), axis=-1)[:, :k]
+    rows = np.arange(vals.shape[0])[:, None]
+    return vals[rows, order], idx[rows, order]
+
+
+def _merge(best, new, k: int, largest: bool):
+    if best is None:
+        return _sorted_topk(new[0], new[1], k, largest)
+    return _sorted_topk(np.concatenate([best[0], new[0]], 1), np.concatenate([best[1], new[1]], 1), k, largest)
+
+
+# -- Hamming distance matrices ----------------------------------------------------
+
+def _check_packed(q: np.ndarray, db: np.ndarray):
+    q = np.ascontiguousarray(q)
+    db = np.ascontiguousarray(db) if not isinstance(db, np.memmap) else db
+    for name, a in (("query", q), ("database", db)):
+        if a.dtype != np.uint8 or a.ndim != 2:
+            raise ValueError(f"{name} codes must be packed uint8 (N, nbytes) (see bitlens.codes.pack), "
+                             f"got {a.dtype} {a.shape}")
+    if q.shape[1] != db.shape[1]:
+        raise ValueError(f"query codes have {q.shape[1]} bytes per item but database codes {db.shape[1]}")
+    return q, db
+
+
+def _hamming_numpy(qw: np.ndarray, dbw: np.ndarray) -> np.ndarray:
+    nq, w = qw.shape
+    out = np.empty((nq, dbw.shape[0]), np.int32)
+    rows = max(1, _BLOCK_BYTES // max(1, dbw.shape[0] * w * 8))
+    for s in range(0, nq, rows):
+        x = qw[s:s + rows, None, :] ^ dbw[None, :, :]
+        out[s:s + rows] = popcount(x).sum(-1, dtype=np.int32)
+    return out
+
+
+def _hamming_faiss(q: np.ndarray, db: np.ndarray) -> np.ndarray:
+    import faiss
+
+    q = np.ascontiguousarray(q)
+    db = np.ascontiguousarray(db)
+    out = np.empty((q.shape[0], db.shape[0]), np.int32)
+    faiss.hammings(faiss.swig_ptr(q), faiss.swig_ptr(db), q.shape[0], db.shape[0], q.shape[1], faiss.swig_ptr(out))
+    return out
+
+
+def hamming_distances(query_packed, db_packed, backend: str = "auto") -> np.ndarray:
+    """Full (nq, nd) int32 Hamming distance matrix (small sets; use hamming_topk for search)."""
+    q, db = _check_packed(np.asarray(query_packed), np.asarray(db_packed))
+    backend = resolve_backend(backend)
+    if backend == "faiss":
+        return _hamming_faiss(q, db)
+    if backend == "cuda":
+        return _cuda_ip_chunks(q, db)  # pragma: no cover - GPU only
+    return _hamming_numpy(as_words(q), as_words(db))
+
+
+def hamming_topk(query_packed, db_packed, k: int, backend: str = "auto", chunk_size: int | None = None):
+    """k nearest database codes per query by Hamming distance: (dist int32 (nq,k), idx int64 (nq,k))."""
+    q, db = _check_packed(np.asarray(query_packed), db_packed if isinstance(db_packed, np.memmap)
+                          else np.asarray(db_packed))
+    n = db.shape[0]
+    if not 1 <= k:
+        raise ValueError(f"k must be ≥ 1, got {k}")
+    k_eff = min(k, n)
+    backend = resolve_backend(backend)
+    chunk = int(chunk_size or DEFAULT_CHUNK)
+    if backend == "cuda":
+        return _cuda_hamming_topk(q, db, k_eff, chunk)
+    best = None
+    qw = as_words(q) if backend == "numpy" else None
+    for s in range(0, n, chunk):
+        part = np.ascontiguousarray(db[s:s + chunk])
+        if backend == "faiss":
+            cand = _faiss_chunk_topk(q, part, k_eff, s)
+        else:
+            d = _hamming_numpy(qw, as_words(part))
+            cand = _chunk_topk(d, s, k_eff, largest=False)
+        best = _merge(best, cand, k_eff, largest=False)
+    return best[0].astype(np.int32), best[1]
+
+
+def _faiss_chunk_topk(q: np.ndarray, part: np.ndarray, k: int, offset: int):
+    """faiss's heap search breaks ties arbitrarily: ask for 2k and redo the rare rows whose tie run is longer."""
+    import faiss
+
+    n = part.shape[0]
+    k2 = min(n, max(2 * k, k + 16))
+    D, I = faiss.knn_hamming(q, part, k2)
+    D = D.astype(np.int32)
+    if k2 == n:
+        return _sorted_topk(D, I.astype(np.int64) + offset, k, largest=False)
+    ambiguous = D[:, k2 - 1] == D[:, k - 1]  # the k-th distance's tie run may extend beyond what faiss returned
+    vals, idx = _sorted_topk(D, I.astype(np.int64) + offset, k, largest=False)
+    if ambiguous.any():
+        rows = np.flatnonzero(ambiguous)
+        full = _hamming_faiss(q[rows], part)
+        v2, i2 = _chunk_topk(full, offset, k, largest=False)
+        vals[rows], idx[rows] = v2, i2
+    return vals, idx
+
+
+# -- SDC ---------------------------------------------------------------------------
+
+def _check_recurrent(q: RecurrentCode, db: RecurrentCode):
+    if not isinstance(q, RecurrentCode) or not isinstance(db, RecurrentCode):
+        raise TypeError("sdc_topk takes bitlens.codes.RecurrentCode objects (RecurrentCode.from_values(...))")
+    if q.m != db.m:
+        raise ValueError(f"query codes have {q.m} dims but database codes {db.m}")
+
+
+def sdc_inner_products(q: RecurrentCode, db: RecurrentCode, backend: str = "auto") -> np.ndarray:
+    """(nq, nd) float64 ⟨b_q, b_d⟩ from bits: Σ_ij w_i w_j (m − 2·H(q_i, d_j)). Exact for dyadic weights."""
+    _check_recurrent(q, db)
+    backend = resolve_backend(backend)
+    out = np.zeros((len(q), len(db)), np.float64)
+    for i, wi in enumerate(q.weights):
+        for j, wj in enumerate(db.weights):
+            if backend == "faiss":
+                h = _hamming_faiss(q.planes[i], db.planes[j])
+            else:
+                h = _hamming_numpy(as_words(q.planes[i]), as_words(db.planes[j]))
+            out += (wi * wj) * (q.m - 2.0 * h)
+    return out
+
+
+def sdc_topk(query: RecurrentCode, db: RecurrentCode, k: int, metric: str = "ip", backend: str = "auto",
+             chunk_size: int | None = None):
+    """k best database codes per query by SDC inner product or cosine: (scores float64, idx int64)."""
+    _check_recurrent(query, db)
+    if metric not in ("ip", "cosine"):
+        raise ValueError(f"unknown SDC metric {metric!r}; valid: 'ip', 'cosine'")
+    backend = resolve_backend(backend)
+    n = len(db)
+    k_eff = min(k, n)
+    chunk = int(chunk_size or DEFAULT_CHUNK)
+    if backend == "cuda":
+        return _cuda_sdc_topk(query, db, k_eff, metric, chunk)
+    best = None
+    for s in range(0, n, chunk):
+        part = db.subset(slice(s, s + chunk))
+        scores = sdc_inner_products(query, part, backend)
+        if metric == "cosine":
+            scores = cosine_rank_keys(scores, part.squared_norms())
+        best = _merge(best, _chunk_topk(scores, s, k_eff, largest=True), k_eff, largest=True)
+    if metric == "cosine":
+        return keys_to_cosine(best[0], query.norms()), best[1]
+    return best
+
+
+def cosine_rank_keys(ip: np.ndarray, db_sqnorms: np.ndarray) -> np.ndarray:
+    """Per-query ranking keys equivalent to cosine: ip·|ip| / ‖b_d‖².
+
+    With dyadic plane weights, ip and ‖b_d‖² are exact small rationals, and a
+    correctly rounded division maps equal ratios to the same float: cosines
+    that are mathematically equal tie exactly, which float cosines of
+    normalised vectors do not guarantee (their tie order is rounding noise).
+    """
+    return ip * np.abs(ip) / db_sqnorms[None, :]
+
+
+def keys_to_cosine(keys: np.ndarray, query_norms: np.ndarray) -> np.ndarray:
+    return np.sign(keys) * np.sqrt(np.abs(keys)) / query_norms[:, None]
+
+
+# -- CUDA -------------------------------------------------------------------------
+
+def _to_pm1_int8(packed: np.ndarray, m: int, device):
+    import torch
+
+    from bitlens.codes import unpack
+
+    return torch.from_numpy(unpack(packed, m)).to(device)
+
+
+def _int_mm(a, b):
+    """int32 a @ b.T for int8 matrices on tensor cores; pads to the shapes `torch._int_mm` accepts."""
+    import torch
+    import torch.nn.functional as F
+
+    m, kdim = a.shape
+    n = b.shape[0]
+    pk = (-kdim) % 8
+    pm = max(0, 17 - m) + ((-max(m, 17)) % 8)
+    pn = (-n) % 8
+    a2 = F.pad(a, (0, pk, 0, pm)) if (pk or pm) else a
+    b2 = F.pad(b, (0, pk, 0, pn)) if (pk or pn) else b
+    return torch._int_mm(a2.contiguous(), b2.t().contiguous())[:m, :n]
+
+
+def _cuda_ip_chunks(q, db):  # pragma: no cover - GPU only
+    raise NotImplementedError("full distance matrices on CUDA: use hamming_topk(backend='cuda')")
+
+
+def _cuda_topk_keys(key, k):
+    import torch
+
+    return torch.topk(key, k, dim=1, largest=False, sorted=True)
+
+
+def _cuda_hamming_topk(q: np.ndarray, db: np.ndarray, k: int, chunk: int):  # pragma: no cover - GPU only
+    import torch
+
+    dev = torch.device("cuda")
+    # padding bits are 0 on both sides (−1·−1 = +1 in ip, and +1 in m): (m − ip)/2 is unchanged
+    m = q.shape[1] * 8
+    qt = _to_pm1_int8(q, m, dev)
+    best_key = None
+    shift = 40
+    for s in range(0, db.shape[0], chunk):
+        part = _to_pm1_int8(np.ascontiguousarray(db[s:s + chunk]), m, dev)
+        ip = _int_mm(qt, part).to(torch.int64)
+        dist = (m - ip) // 2
+        idx = torch.arange(s, s + part.shape[0], device=dev, dtype=torch.int64)
+        key = (dist << shift) | idx[None, :]
+        kk = min(k, key.shape[1])
+        cand = _cuda_topk_keys(key, kk).values
+        best_key = cand if best_key is None else _cuda_topk_keys(torch.cat([best_key, cand], 1), k).values
+    dist = (best_key >> shift).to(torch.int32).cpu().numpy()
+    idx = (best_key & ((1 << shift) - 1)).cpu().numpy()
+    return dist, idx
+
+
+def _cuda_sdc_topk(query: RecurrentCode, db: RecurrentCode, k: int, metric: str, chunk: int):  # pragma: no cover
+    import torch
+
+    dev = torch.device("cuda")
+    # scale values so every plane weight is an integer: exact int8 GEMM (e.g. {±0.5, ±1.5} → {±1, ±3})
+    scale = 1
+    while any(abs(w * scale - round(w * scale)) > 1e-9 for w in query.weights + db.weights):
+        scale *= 2
+    qv = torch.from_numpy(np.rint(query.values() * scale).astype(np.int8)).to(dev)
+    qn = torch.from_numpy(query.norms()).to(dev) if metric == "cosine" else None
+    best_v = best_i = None
+    for s in range(0, len(db), chunk):
+        part = db.subset(slice(s, s + chunk))
+        dv = torch.from_numpy(np.rint(part.values() * scale).astype(np.int8)).to(dev)
+        ip = _int_mm(qv, dv).to(torch.float64) / float(scale * scale)
+        if metric == "cosine":
+            ip = ip / (qn[:, None] * torch.from_numpy(part.norms()).to(dev)[None, :])
+        kk = min(k + 32, ip.shape[1])  # margin for ties at the boundary, resolved exactly on the host below
+        v, i = torch.topk(ip, kk, dim=1, largest=True, sorted=True)
+        i = i + s
+        if best_v is None:
+            best_v, best_i = v, i
+        else:
+            best_v, best_i = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1)
+            v2, o = torch.topk(best_v, min(k + 32, best_v.shape[1]), dim=1)
+            best_v, best_i = v2, torch.gather(best_i, 1, o)
+    return _sorted_topk(best_v.cpu().numpy(), best_i.cpu().numpy(), k, largest=True)
+
+
+# -- faiss export -----------------------------------------------------------------
+
+def to_faiss_index(packed, kind: str = "flat", nlist: int = 1024, train_size: int = 100_000, seed: int = 0):
+    """A faiss binary index over packed codes: 'flat' (exact, IndexBinaryFlat) or 'ivf' (IndexBinaryIVF)."""
+    import faiss
+
+    packed = np.ascontiguousarray(np.asarray(packed, dtype=np.uint8))
+    d = packed.shape[1] * 8
+    if kind == "flat":
+        index = faiss.IndexBinaryFlat(d)
+    elif kind == "ivf":
+        quantizer = faiss.IndexBinaryFlat(d)
+        index = faiss.IndexBinaryIVF(quantizer, d, min(nlist, max(1, packed.shape[0] // 39)))
+        rng = np.random.default_rng(seed)
+        sample = packed[rng.choice(packed.shape[0], min(train_size, packed.shape[0]), replace=False)]
+        index.train(sample)
+        index.referenced_quantizer = quantizer  # keep the Python object alive as long as the index
+    else:
+        raise ValueError(f"unknown faiss index kind {kind!r}; valid: 'flat', 'ivf'")
+    index.add(packed)
+    return index

@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+
+from bitlens import codes, search
+
+BACKENDS = ["numpy", "faiss"]
+
+
+def _tied_codes(n, m, seed):
+    # few distinct codes → many exact ties in distance
+    rng = np.random.default_rng(seed)
+    base = codes.binarize(rng.standard_normal((6, m)))
+    return base[rng.integers(0, 6, n)]
+
+
+def _brute_topk(q, db, k):
+    d = (q[:, None, :] != db[None, :, :]).sum(-1)
+    order = np.lexsort((np.broadcast_to(np.arange(db.shape[0]), d.shape), d), axis=-1)[:, :k]
+    return np.take_along_axis(d, order, 1), order
+
+
+@pytest.mark.parametrize("m", [8, 65, 256])
+@pytest.mark.parametrize("chunk", [7, None])
+def test_every_backend_returns_identical_results_with_index_tie_break(m, chunk):
+    q, db = _tied_codes(9, m, 1), _tied_codes(200, m, 2)
+    ref_d, ref_i = _brute_topk(q, db, 10)
+    for backend in BACKENDS:
+        d, i = search.hamming_topk(codes.pack(q), codes.pack(db), 10, backend=backend, chunk_size=chunk)
+        np.testing.assert_array_equal(d, ref_d, err_msg=backend)
+        np.testing.assert_array_equal(i, ref_i, err_msg=backend)
+
+
+def test_k_larger_than_database_and_bad_inputs():
+    q, db = _tied_codes(3, 16, 0), _tied_codes(4, 16, 1)
+    d, i = search.hamming_topk(codes.pack(q), codes.pack(db), 10, backend="numpy")
+    assert d.shape == (3, 4)
+    with pytest.raises(ValueError, match="bytes per item"):
+        search.hamming_topk(codes.pack(q), codes.pack(_tied_codes(4, 32, 1)), 2)
+    with pytest.raises(ValueError, match="packed uint8"):
+        search.hamming_topk(q, codes.pack(db), 2)
+    with pytest.raises(ValueError, match="unknown search backend"):
+        search.hamming_topk(codes.pack(q), codes.pack(db), 2, backend="gpu")
+
+
+def _bebr_codes(n, m, seed):
+    rng = np.random.default_rng(seed)
+    base = codes.binarize(rng.standard_normal((n, m))) + 0.5 * codes.binarize(rng.standard_normal((n, m)))
+    return base.astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sdc_scores_equal_float_dot_products_of_unpacked_codes(backend):
+    qv, dv = _bebr_codes(5, 37, 0), _bebr_codes(40, 37, 1)
+    q, db = codes.RecurrentCode.from_values(qv), codes.RecurrentCode.from_values(dv)
+    np.testing.assert_array_equal(search.sdc_inner_products(q, db, backend), qv.astype(np.float64) @ dv.T)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sdc_cosine_ranks_like_the_official_normalised_evaluation(backend):
+    qv, dv = _bebr_codes(6, 16, 3), _bebr_codes(300, 16, 4)
+    dv[50] = dv[10]  # exact duplicates tie
+    q, db = codes.RecurrentCode.from_values(qv), codes.RecurrentCode.from_values(dv)
+    s, i = search.sdc_topk(q, db, 20, metric="cosine", backend=backend, chunk_size=64)
+    qn = qv.astype(np.float64) / np.linalg.norm(qv.astype(np.float64), axis=1, keepdims=True)
+    dn = dv.astype(np.float64) / np.linalg.norm(dv.astype(np.float64), axis=1, keepdims=True)
+    ref = qn @ dn.T
+    # exact cosine order (ties by index) from rationals: cos² sign-preserved = ip·|ip| / ‖d‖² with integer 4·ip, 4·‖d‖²
+    from fractions import Fraction
+
+    ip4 = np.rint(4 * qv.astype(np.float64) @ dv.T).astype(int)
+    n4 = np.rint(4 * (dv.astype(np.float64) ** 2).sum(1)).astype(int)
+    order = np.array([sorted(range(300), key=lambda j: (-Fraction(ip4[r, j] * abs(ip4[r, j]), n4[j]), j))[:20]
+                      for r in range(6)])
+    np.testing.assert_array_equal(i, order)
+    np.testing.assert_allclose(s, np.take_along_axis(ref, order, 1), rtol=1e-12)
+    # the float evaluation of normalised vectors agrees up to rounding noise within exact ties
+    np.testing.assert_allclose(np.sort(np.take_along_axis(ref, i, 1), 1), np.sort(np.take_along_axis(ref, order, 1), 1))
+
+
+def test_sdc_ip_topk_matches_brute_force():
+    qv, dv = _bebr_codes(4, 24, 5), _bebr_codes(100, 24, 6)
+    s, i = search.sdc_topk(codes.RecurrentCode.from_values(qv), codes.RecurrentCode.from_values(dv), 7,
+                           backend="numpy", chunk_size=13)
+    ref = qv.astype(np.float64) @ dv.T
+    order = np.lexsort((np.broadcast_to(np.arange(100), ref.shape), -ref), axis=-1)[:, :7]
+    np.testing.assert_array_equal(i, order)
+
+
+def test_faiss_index_export_finds_the_same_neighbours():
+    q, db = codes.pack(_tied_codes(3, 64, 7)), codes.pack(np.unique(_tied_codes(400, 64, 8) * 0 + codes.binarize(
+        np.random.default_rng(9).standard_normal((400, 64))), axis=0))
+    index = search.to_faiss_index(db, "flat")
+    D, _ = index.search(q, 5)
+    d, _ = search.hamming_topk(q, db, 5)
+    np.testing.assert_array_equal(D, d)
+    ivf = search.to_faiss_index(db, "ivf", nlist=4)
+    assert ivf.ntotal == db.shape[0]
+
+
+@pytest.mark.cuda
+def test_cuda_backend_matches_numpy():
+    q, db = _tied_codes(20, 256, 1), _tied_codes(3000, 256, 2)
+    a = search.hamming_topk(codes.pack(q), codes.pack(db), 10, backend="numpy")
+    b = search.hamming_topk(codes.pack(q), codes.pack(db), 10, backend="cuda", chunk_size=1000)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    qv, dv = _bebr_codes(20, 64, 0), _bebr_codes(3000, 64, 1)
+    qr, dr = codes.RecurrentCode.from_values(qv), codes.RecurrentCode.from_values(dv)
+    for metric in ("ip", "cosine"):
+        a = search.sdc_topk(qr, dr, 10, metric=metric, backend="numpy")
+        b = search.sdc_topk(qr, dr, 10, metric=metric, backend="cuda", chunk_size=1000)
+        np.testing.assert_array_equal(a[1], b[1])
