@@ -1,0 +1,1 @@
+"""BEBR: recurrent binary embedding heads trained embedding-to-embedding on CLIP features."""

@@ -1,0 +1,126 @@
+"""Recall@K for one pair of feature files, as the official `tools/eval.py`, both directions, explicit ties.
+
+    python -m bitlens.bebr.evaluate --image-feat feat_image.npy --txt-feat feat_txt.npy [--ties expected] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bitlens.metrics import TIE_POLICIES, recall_both_directions
+
+
+def load_feature_file(path) -> np.ndarray:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: feature file not found")
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable .npy array ({e})") from None
+    if a.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D array (items × dims), got shape {a.shape}")
+    if a.dtype.kind not in "fi":
+        raise ValueError(f"{path}: expected float features, got dtype {a.dtype}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{path}: contains NaN or infinite values")
+    return a.astype(np.float64)  # fp16 files (the official eval leaves CLIP in fp16) are widened here
+
+
+def evaluate_files(image_feat, txt_feat, ties: str = "pessimistic") -> dict:
+    img, txt = load_feature_file(image_feat), load_feature_file(txt_feat)
+    if img.shape != txt.shape:
+        raise ValueError(f"{image_feat} has shape {img.shape} but {txt_feat} has {txt.shape}; "
+                         f"they must hold the same one-to-one pairs")
+    return recall_both_directions(img, txt, ties=ties)
+
+
+def format_table(res: dict) -> str:
+    lines = [f"{'':6} {'R@1':>7} {'R@5':>7} {'R@10':>7} {'R@50':>7} {'medr':>6} {'meanr':>8}"]
+    for d in ("i2t", "t2i"):
+        r = res[d]
+        lines.append(f"{d:6} {100 * r['r1']:7.2f} {100 * r['r5']:7.2f} {100 * r['r10']:7.2f} {100 * r['r50']:7.2f} "
+                     f"{r['medr']:6.1f} {r['meanr']:8.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--image-feat", required=True)
+    ap.add_argument("--txt-feat", required=True)
+    ap.add_argument("--ties", default="pessimistic", choices=TIE_POLICIES)
+    ap.add_argument("--json", action="store_true", help="print one JSON object {i2t: {...}, t2i: {...}} (fractions)")
+    args = ap.parse_args(argv)
+    try:
+        res = evaluate_files(args.image_feat, args.txt_feat, args.ties)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(res) if args.json else f"ties: {args.ties}\n" + format_table(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+# -- the paper table for trained / released embeddings --------------------------------------
+
+def code_of(emb: np.ndarray, binary: bool, planes: int):
+    """Embeddings → a RecurrentCode (binary heads) or None (float); validates the value set."""
+    from bitlens.codes import RecurrentCode
+
+    if not binary:
+        return None
+    weights = tuple(0.5 ** i for i in range(planes))
+    return RecurrentCode.from_values(emb, weights)
+
+
+def score_matrices(img: np.ndarray, txt: np.ndarray, binary: bool, planes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(i2t, t2i) ranking scores. Binary codes: exact cosine-equivalent keys from bits (SDC), so mathematically
+    equal cosines tie exactly; float: cosine of L2-normalised features (official)."""
+    from bitlens.metrics import l2_normalize
+    from bitlens.search import cosine_rank_keys, sdc_inner_products
+
+    if not binary:
+        s = l2_normalize(img) @ l2_normalize(txt).T
+        return s, s.T
+    ci, ct = code_of(img, True, planes), code_of(txt, True, planes)
+    ip = sdc_inner_products(ci, ct)
+    return cosine_rank_keys(ip, ct.squared_norms()), cosine_rank_keys(ip.T, ci.squared_norms())
+
+
+def official_ranks_agree(img: np.ndarray, txt: np.ndarray, planes: int, decimals: int = 9) -> bool:
+    """Does the SDC ranking from packed bit planes equal the official cosine of the {±0.5, ±1.5} vectors?
+
+    The official float cosine carries rounding noise of ~1e-16 within exact ties, so it is rounded to
+    `decimals` before ranking; both rankings break ties by index and must then be identical.
+    """
+    from bitlens.metrics import l2_normalize, recall_at_k
+
+    keys, _ = score_matrices(img, txt, True, planes)
+    official = np.round(l2_normalize(img) @ l2_normalize(txt).T, decimals)
+    for ties in ("pessimistic", "optimistic", "index"):
+        a = recall_at_k(keys, ks=(1, 5, 10, 50), ties=ties)
+        b = recall_at_k(official, ks=(1, 5, 10, 50), ties=ties)
+        if a != b:
+            return False
+    return True
+
+
+def table_rows(name: str, img: np.ndarray, txt: np.ndarray, binary: bool, planes: int, out_dim: int) -> dict:
+    """One row of the BEBR table: recalls for every tie policy, both directions, bits and bytes per item."""
+    from bitlens.metrics import TIE_POLICIES, recall_at_k
+
+    s_i2t, s_t2i = score_matrices(img, txt, binary, planes)
+    row = {"bits": out_dim * planes if binary else 32 * out_dim,
+           "bytes_per_item": (out_dim * planes + 7) // 8 if binary else 4 * out_dim,
+           "i2t": {}, "t2i": {}}
+    for t in TIE_POLICIES:
+        row["i2t"][t] = recall_at_k(s_i2t, ties=t)
+        row["t2i"][t] = recall_at_k(s_t2i, ties=t)
+    return row

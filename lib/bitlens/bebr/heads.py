@@ -1,0 +1,125 @@
+"""The recurrent binary embedding head (official class `RBE_NORM`), with the official state-dict layout.
+
+b = s(W(x));  for i < u:  f = normalize(B_i(b)),  d = s(R_i(x − f)),  b = b + 2^−(i+1)·d
+
+`s` is sign with a straight-through gradient that is zeroed where |input| > 1
+(identity for the float baseline). Module names W, B{i}, R{i} and their inner
+layout follow the official code, so its checkpoints load unchanged:
+hidden = 0 → one Linear; 1 block → Sequential(Linear, BatchNorm1d, ReLU, Linear);
+n > 1 blocks → Sequential(n × LinearBnRelu(fc, bn, relu), Linear).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class _SignSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.sign(x)  # the official sign: an exact 0 stays 0 (it does not occur on trained features)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+
+def sign_ste(x: torch.Tensor) -> torch.Tensor:
+    return _SignSTE.apply(x)
+
+
+class LinearBnRelu(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True):
+        super().__init__()
+        self.fc = nn.Linear(in_dim, out_dim, bias=bias)
+        self.bn = nn.BatchNorm1d(out_dim)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.relu(self.bn(self.fc(x)))
+
+
+def transformation(in_dim: int, out_dim: int, hidden: int, blocks: int, bias: bool = True) -> nn.Module:
+    if hidden == 0:
+        return nn.Linear(in_dim, out_dim, bias=bias)
+    if blocks == 1:
+        return nn.Sequential(nn.Linear(in_dim, hidden, bias=bias), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                             nn.Linear(hidden, out_dim, bias=bias))
+    layers = [LinearBnRelu(in_dim, hidden, bias)] + [LinearBnRelu(hidden, hidden, bias) for _ in range(1, blocks)]
+    return nn.Sequential(*layers, nn.Linear(hidden, out_dim, bias=bias))
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    in_dim: int = 512
+    out_dim: int = 512
+    u: int = 1  # recurrent steps: bit planes = u + 1
+    hidden: int = 2048
+    blocks: int = 1
+    binary: bool = True
+
+    @property
+    def planes(self) -> int:
+        return self.u + 1
+
+    @property
+    def bits(self) -> int:
+        """Storage per item: binary → out_dim × planes; float → 32 × out_dim."""
+        return self.out_dim * self.planes if self.binary else 32 * self.out_dim
+
+    @property
+    def plane_weights(self) -> tuple[float, ...]:
+        return tuple(0.5 ** i for i in range(self.planes))
+
+
+class RBEHead(nn.Module):
+    def __init__(self, cfg: HeadConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.W = transformation(cfg.in_dim, cfg.out_dim, cfg.hidden, cfg.blocks)
+        for i in range(cfg.u):
+            setattr(self, f"B{i}", transformation(cfg.out_dim, cfg.in_dim, cfg.hidden, cfg.blocks))
+            setattr(self, f"R{i}", transformation(cfg.in_dim, cfg.out_dim, cfg.hidden, cfg.blocks))
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def s(self, x):
+        return sign_ste(x) if self.cfg.binary else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.s(self.W(x))
+        for i in range(self.cfg.u):
+            f = F.normalize(getattr(self, f"B{i}")(b), p=2, dim=1)
+            d = self.s(getattr(self, f"R{i}")(x - f))
+            b = b + (0.5 ** (i + 1)) * d
+        return b
+
+    def load_official(self, state_dict: dict, source: str = "state dict") -> None:
+        """Load a state dict with the official keys (optionally prefixed by DDP's `module.`), strictly."""
+        sd = {k[7:] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+        own = self.state_dict()
+        missing = sorted(set(own) - set(sd))
+        unexpected = sorted(set(sd) - set(own))
+        wrong = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+        if missing or unexpected or wrong:
+            lines = [f"{source} does not fit this head ({self.cfg}):"]
+            if missing:
+                lines.append(f"  missing keys: {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
+            if unexpected:
+                lines.append(f"  unexpected keys: {', '.join(unexpected[:8])}{' …' if len(unexpected) > 8 else ''}")
+            for k in wrong[:8]:
+                lines.append(f"  {k}: checkpoint {tuple(sd[k].shape)} vs head {tuple(own[k].shape)}")
+            lines.append("  check out_dim / u / hidden / blocks against the checkpoint's training config")
+            raise ValueError("\n".join(lines))
+        self.load_state_dict(sd)

@@ -1,0 +1,157 @@
+"""CLIP image/text features with open_clip: any model name + pretrained tag or a local weights file.
+
+Features are batched, computed on CUDA when available (fp16 autocast there),
+returned as float32 and L2-normalised. For the offline tiny profile there are
+no pretrained weights: `train_tiny_clip` trains the small `bitlens-tiny-vit`
+config (registered with open_clip from lib/bitlens/model_configs) on the
+Shapes captions with open_clip's own ClipLoss.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bitlens import io
+from bitlens.progress import progress
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+TINY_MODEL = "bitlens-tiny-vit"
+
+
+def _register_configs() -> None:
+    import open_clip
+
+    if TINY_MODEL not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+def create_model(model: str, pretrained: str | None = None, device: str = "cpu"):
+    """(model, preprocess, tokenizer). `pretrained`: an open_clip tag, a local weights file, or None."""
+    import open_clip
+
+    _register_configs()
+    if model not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip model {model!r}; e.g. RN101, ViT-B-32, {TINY_MODEL}")
+    if pretrained and not Path(pretrained).exists() and pretrained not in open_clip.list_pretrained_tags_by_model(model):
+        raise ValueError(f"pretrained {pretrained!r} is neither a file nor a tag of {model} "
+                         f"(tags: {', '.join(open_clip.list_pretrained_tags_by_model(model)) or 'none'})")
+    try:
+        m, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained or None, device=device)
+    except RuntimeError as e:
+        raise RuntimeError(f"cannot load {model} weights {pretrained!r}: {e}. Offline hosts need a local weights "
+                           f"file (see data/README.md)") from None
+    return m.eval(), preprocess, open_clip.get_tokenizer(model)
+
+
+def _autocast(device: str):
+    return torch.autocast("cuda", dtype=torch.float16) if device.startswith("cuda") else torch.autocast(
+        "cpu", enabled=False)
+
+
+@torch.no_grad()
+def image_features(model, preprocess, paths, device: str = "cpu", batch_size: int = 256, num_workers: int = 0,
+                   desc: str = "image features") -> np.ndarray:
+    from bitlens.data.coco import load_rgb
+
+    class _DS(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(paths)
+
+        def __getitem__(self, i):
+            return preprocess(load_rgb(paths[i]))
+
+    dl = torch.utils.data.DataLoader(_DS(), batch_size=batch_size, num_workers=num_workers)
+    out = []
+    for x in progress(dl, desc=desc):
+        with _autocast(device):
+            f = model.encode_image(x.to(device))
+        out.append(torch.nn.functional.normalize(f.float(), dim=-1).cpu())
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def text_features(model, tokenizer, texts, device: str = "cpu", batch_size: int = 1024,
+                  desc: str = "text features") -> np.ndarray:
+    out = []
+    for i in progress(range(0, len(texts), batch_size), desc=desc):
+        tok = tokenizer(list(texts[i:i + batch_size])).to(device)
+        with _autocast(device):
+            f = model.encode_text(tok)
+        out.append(torch.nn.functional.normalize(f.float(), dim=-1).cpu())
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def train_tiny_clip(paths, captions, image_index, out_path, *, epochs: int = 6, batch_size: int = 128,
+                    lr: float = 1e-3, seed: int = 0, device: str = "cpu", log=print) -> Path:
+    """Train `bitlens-tiny-vit` contrastively on (image, caption) pairs; saves an open_clip state dict.
+
+    `image_index[j]` is the image of caption j. Each epoch visits every caption once; images are decoded once.
+    """
+    import open_clip
+    from open_clip.loss import ClipLoss
+
+    from bitlens.data.coco import load_rgb
+
+    out_path = Path(out_path)
+    torch.manual_seed(seed)
+    model, preprocess, tokenizer = create_model(TINY_MODEL, None, device)
+    images = torch.stack([preprocess(load_rgb(p)) for p in progress(paths, desc="decode images")])
+    tokens = tokenizer(list(captions))
+    image_index = torch.as_tensor(np.asarray(image_index), dtype=torch.long)
+    loss_fn = ClipLoss()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    steps = epochs * (len(captions) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for e in range(epochs):
+        order = torch.randperm(len(captions), generator=g)
+        total = 0.0
+        nb = len(captions) // batch_size
+        for b in progress(range(nb), desc=f"tiny CLIP epoch {e + 1}/{epochs}"):
+            j = order[b * batch_size:(b + 1) * batch_size]
+            # one caption per image in a batch: duplicates would be false negatives for the CLIP loss
+            _, first = np.unique(image_index[j].numpy(), return_index=True)
+            j = j[torch.as_tensor(np.sort(first))]
+            img_f, txt_f, scale = model(images[image_index[j]].to(device), tokens[j].to(device))
+            loss = loss_fn(img_f, txt_f, scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+        log(f"tiny CLIP epoch {e + 1}: loss {total / max(nb, 1):.4f}")
+    model.eval()
+    io.torch_save(out_path, model.state_dict())
+    return out_path
+
+
+def file_digest(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def inputs_digest(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached(out_dir: Path, names: list[str], digest: str) -> bool:
+    """True when every output exists and was computed from inputs with this digest."""
+    stamp = Path(out_dir) / ".inputs.json"
+    if not stamp.exists() or not all((Path(out_dir) / n).exists() for n in names):
+        return False
+    try:
+        return json.loads(stamp.read_text()).get("digest") == digest
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def mark_cached(out_dir: Path, digest: str) -> None:
+    io.write_json(Path(out_dir) / ".inputs.json", {"digest": digest})
