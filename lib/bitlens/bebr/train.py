@@ -88,7 +88,8 @@ def embed(head: RBEHead, x: np.ndarray, device: str, batch: int = 8192) -> np.nd
 def _gather(t: torch.Tensor) -> torch.Tensor:
     import torch.distributed.nn.functional as dnf
 
-    return torch.cat(dnf.all_gather(t), 0)
+    # clone: gloo reads a sliced view from the start of its storage, not from its offset
+    return torch.cat(dnf.all_gather(t.clone()), 0)
 
 
 def train_head(features: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, resume: bool = True, log=print) -> dict:
