@@ -154,7 +154,7 @@ y = torch.arange(16)
 local = 16 // world
 sl = slice(rank * local, (rank + 1) * local)
 h1, h2 = head(a[sl]), head(b[sl])
-loss = rbe_loss(h1, h2, y[sl], 0.05, 5, _gather(h1), _gather(h2), _gather(y), offset=rank * local)
+loss = rbe_loss(h1, h2, y[sl], 0.05, 5, _gather(h1), _gather(h2), _gather(y[sl]), offset=rank * local)
 t = loss.detach().clone(); dist.all_reduce(t); t /= world
 if rank == 0:
     print(json.dumps({"loss": float(t)}))
