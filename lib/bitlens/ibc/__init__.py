@@ -1,0 +1,1 @@
+"""IBC: an interpretable hashing network whose bits are conv filters gated per class by a rule matrix (GRM)."""
