@@ -1,6 +1,17 @@
-"""`dissect:` section of the params schema."""
-from bitlens.config import Field, MapOf  # noqa: F401
+"""`dissect:` — Network Dissection of every IBC bit."""
+from bitlens.config import Field
 
 DISSECT = {
-    "enabled": Field(bool, True, help="run the dissect stages in this profile"),
+    "enabled": Field(bool, True, help="run dissection and the bit browser"),
+    "experiments": Field(list, None, nullable=True, item_type=str,
+                         help="IBC experiments to dissect (null: every trained experiment)"),
+    "layer": Field(str, "conv_last", help="layer to dissect (conv_last = the bits)"),
+    "quantile": Field(float, 0.005, help="top activation quantile that sets each unit's threshold"),
+    "iou_threshold": Field(float, 0.04, help="interpretable if IoU ≥ this (NetDissect-Lite 0.04)"),
+    "iou_threshold_ibc": Field(float, 0.01, help="the IBC fork's threshold, reported beside it"),
+    "headline_threshold": Field(str, "ibc", choices=["upstream", "ibc"], help="which threshold the bit groups use"),
+    "categories": Field(list, ["object", "part", "texture", "color", "material", "scene"], item_type=str),
+    "batch_size": Field(int, 64),
+    "top_n": Field(int, 8, help="top images shown per bit"),
+    "max_figure_bits": Field(int, 12, help="bits shown in the interpretation figure"),
 }

@@ -1,0 +1,129 @@
+"""Matplotlib figures: bit-interpretation panels, per-category bars, curves; and the dissection HTML page."""
+from __future__ import annotations
+
+import base64
+import html
+import io as _io
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    import matplotlib.pyplot as plt
+
+    return matplotlib, plt
+
+
+def unit_mask(acts_map: np.ndarray, threshold: float, size: tuple[int, int]) -> np.ndarray:
+    """A unit's map upsampled (bilinear) to `size` and thresholded, as in the tally."""
+    import torch
+
+    from bitlens.dissect import upsample
+
+    t = torch.as_tensor(np.asarray(acts_map, np.float32))[None, None]
+    return (upsample(t, size)[0, 0] > threshold).numpy()
+
+
+def overlay(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The image dimmed outside the mask, the mask's boundary in yellow (NetDissect style)."""
+    from PIL import Image
+
+    if mask.shape != img.shape[:2]:
+        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(img.shape[1::-1], Image.NEAREST)) > 0
+    out = img.astype(np.float32) * np.where(mask[..., None], 1.0, 0.3)
+    edge = mask & ~(np.roll(mask, 1, 0) & np.roll(mask, -1, 0) & np.roll(mask, 1, 1) & np.roll(mask, -1, 1))
+    out[edge] = (255, 230, 0)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def bit_strip(broden, unit: dict, acts: np.ndarray, top_n: int = 8) -> np.ndarray:
+    """Top images of one unit with its thresholded activation overlaid, side by side (uint8 image)."""
+    tiles = []
+    for i in unit["top_images"][:top_n]:
+        img = broden.load_image(i)
+        rec = broden.records[i]
+        m = unit_mask(acts[i, unit["unit"] - 1], unit["threshold"], (int(rec["sh"]), int(rec["sw"])))
+        tiles.append(overlay(img, m))
+    h = max(t.shape[0] for t in tiles)
+    tiles = [np.pad(t, ((0, h - t.shape[0]), (0, 2), (0, 0)), constant_values=255) for t in tiles]
+    return np.concatenate(tiles, 1)
+
+
+def classes_using_bit(GRM: np.ndarray | None, bit: int, class_names, n: int = 3) -> list[str]:
+    if GRM is None:
+        return []
+    col = np.asarray(GRM)[:, bit]
+    order = np.argsort(-col, kind="stable")[:n]
+    return [f"{class_names[c] if class_names is not None else c} ({col[c]:.2f})" for c in order if col[c] > 0]
+
+
+def bit_interpretation_figure(units: list[dict], broden, acts, bits: list[int], GRM=None, class_names=None,
+                              top_n: int = 8):
+    """One row per bit (1-based numbers): label, category, IoU, the classes whose GRM row selects it, top images."""
+    _, plt = _plt()
+    fig, axes = plt.subplots(len(bits), 1, figsize=(min(16, 1.6 * top_n + 1), 1.75 * len(bits) + 0.3),
+                             squeeze=False)
+    for ax, b in zip(axes[:, 0], bits):
+        u = units[b - 1]
+        ax.imshow(bit_strip(broden, u, acts, top_n))
+        cls = classes_using_bit(GRM, b - 1, class_names)
+        ax.set_title(f"bit {b}: {u['label']} ({u['category']}, IoU {u['score']:.3f})"
+                     + (f" — used by {', '.join(cls)}" if cls else ""), fontsize=9, loc="left")
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def category_bar(per_category: dict, title: str = "interpretable bits per category"):
+    _, plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    cats = sorted(per_category, key=lambda c: -per_category[c])
+    ax.bar(cats, [per_category[c] for c in cats], color="#4c72b0")
+    ax.set(ylabel="bits", title=title)
+    return fig
+
+
+def curve(x, series: dict, xlabel: str, ylabel: str, title: str = "", logx: bool = False):
+    _, plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, ys in series.items():
+        ax.plot(x, ys, marker="o", label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = _io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def dissection_html(title: str, summary: dict, units: list[dict], strips: dict[int, np.ndarray],
+                    bar_png: bytes | None = None) -> str:
+    """A self-contained page of every unit (NetDissect's report): summary line, bar graph, top images per unit."""
+    rows = []
+    for u in sorted(units, key=lambda u: -u["score"]):
+        good = u["score"] >= summary["iou_threshold"]
+        img = strips.get(u["unit"])
+        rows.append(
+            f"<div class='unit{' good' if good else ''}'><div class='head'>unit {u['unit']}: "
+            f"<b>{html.escape(u['label'])}</b> ({html.escape(u['category'])}) IoU {u['score']:.4f}</div>"
+            + (f"<img src='{png_data_uri(img)}'>" if img is not None else "") + "</div>")
+    bar = (f"<img src='data:image/png;base64,{base64.b64encode(bar_png).decode()}'>" if bar_png else "")
+    return f"""<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:20px}} .unit{{margin:6px 0;padding:4px;border-left:4px solid #ccc}}
+.good{{border-left-color:#2a9d3a}} .head{{font-size:13px;margin-bottom:2px}} img{{max-width:100%}}</style></head>
+<body><h1>{html.escape(title)}</h1><p>{html.escape(summary['headline'])}</p>{bar}{''.join(rows)}</body></html>"""
+
+
+def figure_png(fig) -> bytes:
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
