@@ -1,0 +1,100 @@
+"""The bit browser in a real browser: JupyterLab on 127.0.0.1, headless Debian Chromium driven by Playwright."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tiny_results, tmp_path):
+    results, _ = tiny_results
+    port = _free_port()
+    jd = ROOT / ".jupyter"
+    env = {**os.environ, "BITLENS_RESULTS": str(results.parent), "BITLENS_PROGRESS": "off",
+           "JUPYTER_CONFIG_DIR": str(jd / "config"), "JUPYTER_DATA_DIR": str(jd / "data"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+           "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
+           f"--ServerApp.root_dir={ROOT / 'notebooks'}", "--LabApp.news_url=None",
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log = open(tmp_path / "lab.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/api/status", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("JupyterLab exited:\n" + (tmp_path / "lab.log").read_text()[-3000:])
+            time.sleep(1)
+    else:
+        proc.terminate()
+        pytest.fail("JupyterLab did not start:\n" + (tmp_path / "lab.log").read_text()[-3000:])
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt-get install chromium)")
+def test_bit_browser_updates_label_and_image_in_a_real_browser(lab):
+    from playwright.sync_api import sync_playwright
+
+    shot = ROOT / "results" / "browser" / "bit_browser.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-component-update", "--no-first-run", "--disable-sync",
+                                          "--disable-quic"])
+        page = browser.new_page(viewport={"width": 1300, "height": 1100})
+        page.goto(f"{lab}/lab/tree/23_bit_browser.ipynb", wait_until="domcontentloaded")
+        page.wait_for_selector(".jp-NotebookPanel", timeout=90_000)
+        # wait until the kernel is idle, then Run → Run All Cells
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        page.click("text=Run", timeout=30_000)
+        page.click("text=Run All Cells", timeout=30_000)
+        label = page.locator(".bitlens-bit-label").first
+        label.wait_for(timeout=180_000)
+        page.wait_for_function("document.querySelector('.bitlens-bit-image img, img.bitlens-bit-image')"
+                               " && (document.querySelector('.bitlens-bit-image img, img.bitlens-bit-image')"
+                               ".naturalWidth > 0)", timeout=60_000)
+        before = label.inner_text()
+        img = page.locator(".bitlens-bit-image").first
+        src_before = img.evaluate("e => (e.tagName === 'IMG' ? e : e.querySelector('img')).src")
+        label.scroll_into_view_if_needed()
+        handle = page.locator(".bitlens-bit-slider .noUi-handle").first
+        handle.focus()
+        for _ in range(2):
+            handle.press("ArrowRight")
+        page.wait_for_function("t => document.querySelector('.bitlens-bit-label').innerText !== t", arg=before,
+                               timeout=30_000)
+        after = label.inner_text()
+        src_after = img.evaluate("e => (e.tagName === 'IMG' ? e : e.querySelector('img')).src")
+        page.screenshot(path=str(shot), full_page=False)
+        browser.close()
+    assert "bit 1" in before and "bit 3" in after
+    assert src_after != src_before
+    assert shot.exists() and shot.stat().st_size > 10_000
