@@ -49,12 +49,12 @@ def test_checkpoint_round_trip_and_clear_mismatch_errors(tmp_path):
 def test_grm_renormalisation_gives_columns_with_max_one_in_unit_range():
     m = IBC(8, 4, "small", 64, 16)
     with torch.no_grad():
-        m.GRM.copy_(torch.randn(4, 8) * 3)
+        # what an optimizer step leaves: mostly positive, above 1 in places, a few small negatives
+        m.GRM.copy_(torch.rand(4, 8) * 3 - 0.2)
     m.renormalize_grm()
     g = m.GRM.detach()
     assert (g >= 0).all() and (g <= 1).all()
-    pos_cols = (g > 0).any(0)
-    assert torch.allclose(g.max(0).values[pos_cols], torch.ones(int(pos_cols.sum())))
+    torch.testing.assert_close(g.max(0).values, torch.ones(8))
 
 
 def test_masked_forward_multiplies_conv_out_channels_by_the_class_grm_row():
