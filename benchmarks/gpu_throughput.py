@@ -68,7 +68,7 @@ def ibc(iterations: int) -> dict:
         times.append(time.perf_counter() - t0)
     steady = times[10:] or times
     return {"iterations": iterations, "it_per_s": round(1 / np.mean(steady), 2),
-            "images_per_s": round(200 / np.mean(steady)), "final_loss": float(loss),
+            "images_per_s": round(200 / np.mean(steady)), "final_loss": float(loss.detach()),
             "hours_for_50k_iterations": round(50_000 * np.mean(steady) / 3600, 2)}
 
 

@@ -236,89 +236,107 @@ def keys_to_cosine(keys: np.ndarray, query_norms: np.ndarray) -> np.ndarray:
 
 # -- CUDA -------------------------------------------------------------------------
 
-def _to_pm1_int8(packed: np.ndarray, m: int, device):
+_SHIFTS = None
+MAX_BLOCK_ELEMS = 1 << 27  # scores held at once on the GPU: query block × database chunk
+
+
+def _gpu_unpack_pm1(packed: np.ndarray, device):
+    """Packed uint8 (n, nbytes) → ±1 int8 (n, nbytes·8) on the GPU (numpy's big-endian bit order)."""
     import torch
 
-    from bitlens.codes import unpack
-
-    return torch.from_numpy(unpack(packed, m)).to(device)
+    t = torch.from_numpy(np.ascontiguousarray(packed)).to(device, non_blocking=True)
+    shifts = torch.arange(7, -1, -1, device=device, dtype=torch.uint8)
+    bits = (t[:, :, None] >> shifts) & 1
+    return (bits.reshape(t.shape[0], -1).to(torch.int8) * 2 - 1)
 
 
 def _int_mm(a, b):
-    """int32 a @ b.T for int8 matrices on tensor cores; pads to the shapes `torch._int_mm` accepts."""
+    """int32 a @ b.T for int8 matrices on tensor cores; pads to the shapes `torch._int_mm` accepts
+    (rows of a > 16, inner dim and columns multiples of 8; mat2 column-major)."""
     import torch
     import torch.nn.functional as F
 
     m, kdim = a.shape
     n = b.shape[0]
-    pk = (-kdim) % 8
-    pm = max(0, 17 - m) + ((-max(m, 17)) % 8)
+    pk = (-kdim) % 8 + (16 if kdim < 16 else 0)
+    pm = max(0, 17 - m)
+    pm += (-(m + pm)) % 8
     pn = (-n) % 8
     a2 = F.pad(a, (0, pk, 0, pm)) if (pk or pm) else a
     b2 = F.pad(b, (0, pk, 0, pn)) if (pk or pn) else b
-    return torch._int_mm(a2.contiguous(), b2.t().contiguous())[:m, :n]
+    return torch._int_mm(a2.contiguous(), b2.contiguous().t())[:m, :n]
 
 
 def _cuda_ip_chunks(q, db):  # pragma: no cover - GPU only
     raise NotImplementedError("full distance matrices on CUDA: use hamming_topk(backend='cuda')")
 
 
-def _cuda_topk_keys(key, k):
-    import torch
-
-    return torch.topk(key, k, dim=1, largest=False, sorted=True)
-
-
 def _cuda_hamming_topk(q: np.ndarray, db: np.ndarray, k: int, chunk: int):  # pragma: no cover - GPU only
+    """Running top-k over database chunks; each chunk is uploaded once and scored block by block of queries.
+    Keys = distance << 40 | index make torch.topk's order exact, ties → smaller index."""
     import torch
 
     dev = torch.device("cuda")
-    # padding bits are 0 on both sides (−1·−1 = +1 in ip, and +1 in m): (m − ip)/2 is unchanged
-    m = q.shape[1] * 8
-    qt = _to_pm1_int8(q, m, dev)
-    best_key = None
-    shift = 40
+    m = q.shape[1] * 8  # padding bits are 0 on both sides: −1·−1 adds 1 to ip and to m, (m − ip)/2 is unchanged
+    qt = _gpu_unpack_pm1(q, dev)
+    nq, shift = q.shape[0], 40
+    best = torch.full((nq, k), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
     for s in range(0, db.shape[0], chunk):
-        part = _to_pm1_int8(np.ascontiguousarray(db[s:s + chunk]), m, dev)
-        ip = _int_mm(qt, part).to(torch.int64)
-        dist = (m - ip) // 2
+        part = _gpu_unpack_pm1(db[s:s + chunk], dev)
         idx = torch.arange(s, s + part.shape[0], device=dev, dtype=torch.int64)
-        key = (dist << shift) | idx[None, :]
-        kk = min(k, key.shape[1])
-        cand = _cuda_topk_keys(key, kk).values
-        best_key = cand if best_key is None else _cuda_topk_keys(torch.cat([best_key, cand], 1), k).values
-    dist = (best_key >> shift).to(torch.int32).cpu().numpy()
-    idx = (best_key & ((1 << shift) - 1)).cpu().numpy()
-    return dist, idx
+        qb = max(1, MAX_BLOCK_ELEMS // part.shape[0])
+        for a in range(0, nq, qb):
+            ip = _int_mm(qt[a:a + qb], part).to(torch.int64)
+            key = (((m - ip) // 2) << shift) | idx[None, :]
+            cand = torch.topk(key, min(k, key.shape[1]), dim=1, largest=False, sorted=True).values
+            best[a:a + qb] = torch.topk(torch.cat([best[a:a + qb], cand], 1), k, dim=1, largest=False).values
+        del part
+    dist = (best >> shift).to(torch.int32).cpu().numpy()
+    return dist, (best & ((1 << shift) - 1)).cpu().numpy()
+
+
+def _cuda_values(code: RecurrentCode, scale: int, device):
+    """Integer-scaled values Σ_i (w_i·scale)·d_i as int8 on the GPU, unpacked from the bit planes there."""
+    import torch
+
+    out = None
+    for w, plane in zip(code.weights, code.planes):
+        v = _gpu_unpack_pm1(plane, device)[:, :code.m].to(torch.int16) * int(round(w * scale))
+        out = v if out is None else out + v
+    return out.to(torch.int8)
 
 
 def _cuda_sdc_topk(query: RecurrentCode, db: RecurrentCode, k: int, metric: str, chunk: int):  # pragma: no cover
     import torch
 
     dev = torch.device("cuda")
-    # scale values so every plane weight is an integer: exact int8 GEMM (e.g. {±0.5, ±1.5} → {±1, ±3})
+    # scale so every plane weight is an integer: exact int8 GEMM (e.g. {±0.5, ±1.5} → {±1, ±3})
     scale = 1
     while any(abs(w * scale - round(w * scale)) > 1e-9 for w in query.weights + db.weights):
         scale *= 2
-    qv = torch.from_numpy(np.rint(query.values() * scale).astype(np.int8)).to(dev)
-    qn = torch.from_numpy(query.norms()).to(dev) if metric == "cosine" else None
-    best_v = best_i = None
+    qv = _cuda_values(query, scale, dev)
+    nq = len(query)
+    margin = k + 32  # candidates kept per chunk; ties at the boundary are resolved exactly on the host
+    best_v = torch.full((nq, margin), -float("inf"), dtype=torch.float64, device=dev)
+    best_i = torch.zeros((nq, margin), dtype=torch.int64, device=dev)
     for s in range(0, len(db), chunk):
         part = db.subset(slice(s, s + chunk))
-        dv = torch.from_numpy(np.rint(part.values() * scale).astype(np.int8)).to(dev)
-        ip = _int_mm(qv, dv).to(torch.float64) / float(scale * scale)
-        if metric == "cosine":
-            ip = ip / (qn[:, None] * torch.from_numpy(part.norms()).to(dev)[None, :])
-        kk = min(k + 32, ip.shape[1])  # margin for ties at the boundary, resolved exactly on the host below
-        v, i = torch.topk(ip, kk, dim=1, largest=True, sorted=True)
-        i = i + s
-        if best_v is None:
-            best_v, best_i = v, i
-        else:
-            best_v, best_i = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1)
-            v2, o = torch.topk(best_v, min(k + 32, best_v.shape[1]), dim=1)
-            best_v, best_i = v2, torch.gather(best_i, 1, o)
-    return _sorted_topk(best_v.cpu().numpy(), best_i.cpu().numpy(), k, largest=True)
+        dv = _cuda_values(part, scale, dev)
+        sq = torch.from_numpy(part.squared_norms()).to(dev) if metric == "cosine" else None
+        qb = max(1, MAX_BLOCK_ELEMS // dv.shape[0])
+        for a in range(0, nq, qb):
+            ip = _int_mm(qv[a:a + qb], dv).to(torch.float64) / float(scale * scale)
+            if metric == "cosine":
+                ip = ip * ip.abs() / sq[None, :]
+            kk = min(margin, ip.shape[1])
+            v, i = torch.topk(ip, kk, dim=1, largest=True, sorted=True)
+            cv, ci = torch.cat([best_v[a:a + qb], v], 1), torch.cat([best_i[a:a + qb], i + s], 1)
+            v2, o = torch.topk(cv, margin, dim=1)
+            best_v[a:a + qb], best_i[a:a + qb] = v2, torch.gather(ci, 1, o)
+    vals, idx = _sorted_topk(best_v.cpu().numpy(), best_i.cpu().numpy(), k, largest=True)
+    if metric == "cosine":
+        vals = keys_to_cosine(vals, query.norms())
+    return vals, idx
 
 
 # -- faiss export -----------------------------------------------------------------
