@@ -157,7 +157,8 @@ h1, h2 = head(a[sl]), head(b[sl])
 loss = rbe_loss(h1, h2, y[sl], 0.05, 5, _gather(h1), _gather(h2), _gather(y[sl]), offset=rank * local)
 t = loss.detach().clone(); dist.all_reduce(t); t /= world
 if rank == 0:
-    print(json.dumps({"loss": float(t)}))
+    print(json.dumps({"loss": float(t)}), flush=True)
+dist.barrier()  # no rank may tear the group down while another still uses it
 dist.destroy_process_group()
 """
 
