@@ -273,26 +273,56 @@ def _cuda_ip_chunks(q, db):  # pragma: no cover - GPU only
 
 def _cuda_hamming_topk(q: np.ndarray, db: np.ndarray, k: int, chunk: int):  # pragma: no cover - GPU only
     """Running top-k over database chunks; each chunk is uploaded once and scored block by block of queries.
-    Keys = distance << 40 | index make torch.topk's order exact, ties → smaller index."""
+
+    Within a chunk the key (distance << 20 | local index) fits int32, so torch.topk orders exactly, ties →
+    smaller index, at half the memory traffic of int64; across chunks keys are widened (distance << 40 | index).
+    """
     import torch
 
     dev = torch.device("cuda")
     m = q.shape[1] * 8  # padding bits are 0 on both sides: −1·−1 adds 1 to ip and to m, (m − ip)/2 is unchanged
+    if m >= 1 << 11:
+        raise ValueError("the CUDA backend handles codes of up to 2,047 bits")
+    chunk = min(chunk, 1 << 20)
     qt = _gpu_unpack_pm1(q, dev)
     nq, shift = q.shape[0], 40
     best = torch.full((nq, k), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
     for s in range(0, db.shape[0], chunk):
         part = _gpu_unpack_pm1(db[s:s + chunk], dev)
-        idx = torch.arange(s, s + part.shape[0], device=dev, dtype=torch.int64)
+        local = torch.arange(part.shape[0], device=dev, dtype=torch.int32)
         qb = max(1, MAX_BLOCK_ELEMS // part.shape[0])
         for a in range(0, nq, qb):
-            ip = _int_mm(qt[a:a + qb], part).to(torch.int64)
-            key = (((m - ip) // 2) << shift) | idx[None, :]
-            cand = torch.topk(key, min(k, key.shape[1]), dim=1, largest=False, sorted=True).values
+            ip = _int_mm(qt[a:a + qb], part)
+            key = torch.bitwise_or(torch.bitwise_left_shift((m - ip) >> 1, 20), local[None, :])
+            cand = torch.topk(key, min(k, key.shape[1]), dim=1, largest=False, sorted=True).values.to(torch.int64)
+            cand = ((cand >> 20) << shift) | ((cand & ((1 << 20) - 1)) + s)
             best[a:a + qb] = torch.topk(torch.cat([best[a:a + qb], cand], 1), k, dim=1, largest=False).values
         del part
     dist = (best >> shift).to(torch.int32).cpu().numpy()
     return dist, (best & ((1 << shift) - 1)).cpu().numpy()
+
+
+def cuda_resident_hamming_topk(q_packed: np.ndarray, db_pm1, k: int):  # pragma: no cover - GPU only
+    """Top-k against a database already on the GPU as ±1 int8 (n, m): the serving case, no transfers."""
+    import torch
+
+    dev = db_pm1.device
+    m = db_pm1.shape[1]
+    qt = _gpu_unpack_pm1(q_packed, dev)[:, :m]
+    n = db_pm1.shape[0]
+    best = torch.full((qt.shape[0], k), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
+    chunk = 1 << 20
+    for s in range(0, n, chunk):
+        part = db_pm1[s:s + chunk]
+        local = torch.arange(part.shape[0], device=dev, dtype=torch.int32)
+        qb = max(1, MAX_BLOCK_ELEMS // part.shape[0])
+        for a in range(0, qt.shape[0], qb):
+            ip = _int_mm(qt[a:a + qb], part)
+            key = torch.bitwise_or(torch.bitwise_left_shift((m - ip) >> 1, 20), local[None, :])
+            cand = torch.topk(key, k, dim=1, largest=False, sorted=True).values.to(torch.int64)
+            cand = ((cand >> 20) << 40) | ((cand & ((1 << 20) - 1)) + s)
+            best[a:a + qb] = torch.topk(torch.cat([best[a:a + qb], cand], 1), k, dim=1, largest=False).values
+    return (best >> 40).to(torch.int32), best & ((1 << 40) - 1)
 
 
 def _cuda_values(code: RecurrentCode, scale: int, device):
