@@ -40,7 +40,8 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_results(tmp_path_factory):
     """The whole tiny profile run once per test session (slow tests share it): results/<profile> folder."""
-    base = tmp_path_factory.mktemp("tiny_run")
+    reuse = os.environ.get("BITLENS_TEST_RESULTS")  # debugging: reuse a finished results/ folder
+    base = Path(reuse) if reuse else tmp_path_factory.mktemp("tiny_run")
     out = _run_all(base)
     assert out.returncode == 0, f"tiny pipeline failed:\n{out.stdout[-4000:]}\n{out.stderr[-6000:]}"
     return base / "tiny", out

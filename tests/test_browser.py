@@ -25,17 +25,20 @@ def lab(tiny_results, tmp_path):
     results, _ = tiny_results
     port = _free_port()
     jd = ROOT / ".jupyter"
-    env = {**os.environ, "BITLENS_RESULTS": str(results.parent), "BITLENS_PROGRESS": "off",
+    # a copy of the notebooks: JupyterLab saves what it runs, and the checkout's notebooks must stay clean
+    nbdir = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", nbdir)
+    env = {**os.environ, "BITLENS_RESULTS": str(results.parent), "BITLENS_ROOT": str(ROOT), "BITLENS_PROGRESS": "off",
            "JUPYTER_CONFIG_DIR": str(jd / "config"), "JUPYTER_DATA_DIR": str(jd / "data"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-           f"--ServerApp.root_dir={ROOT / 'notebooks'}", "--LabApp.news_url=None",
+           f"--ServerApp.root_dir={nbdir}", "--LabApp.news_url=None",
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     log = open(tmp_path / "lab.log", "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=nbdir)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -74,10 +77,14 @@ def test_bit_browser_updates_label_and_image_in_a_real_browser(lab):
         page.wait_for_selector(".jp-NotebookPanel", timeout=90_000)
         # wait until the kernel is idle, then Run → Run All Cells
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-        page.click("text=Run", timeout=30_000)
-        page.click("text=Run All Cells", timeout=30_000)
+        page.get_by_role("menuitem", name="Run", exact=True).click(timeout=30_000)
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click(timeout=30_000)
         label = page.locator(".bitlens-bit-label").first
-        label.wait_for(timeout=180_000)
+        try:
+            label.wait_for(timeout=180_000)
+        except Exception:
+            page.screenshot(path=str(shot.with_name("bit_browser_failure.png")), full_page=True)
+            raise
         page.wait_for_function("document.querySelector('.bitlens-bit-image img, img.bitlens-bit-image')"
                                " && (document.querySelector('.bitlens-bit-image img, img.bitlens-bit-image')"
                                ".naturalWidth > 0)", timeout=60_000)
