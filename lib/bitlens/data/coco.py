@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 
@@ -39,25 +40,34 @@ def load_coco_captions(root, split: str, check_files: bool = True) -> list[CocoI
             caps.setdefault(int(a["image_id"]), []).append(str(a["caption"]).strip())
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{ann_path}: annotation #{i} lacks image_id/caption: {a!r}") from None
-    items = []
+    items, seen = [], set()
     for i, im in enumerate(ann["images"]):
         try:
-            image_id, fname = int(im["id"]), im["file_name"]
+            image_id, fname = int(im["id"]), str(im["file_name"])
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{ann_path}: image entry #{i} lacks id/file_name: {im!r}") from None
+        if image_id in seen:
+            raise ValueError(f"{ann_path}: image entry #{i} repeats image id {image_id}")
+        seen.add(image_id)
         path = root / split / fname
         if check_files and not path.exists():
             raise FileNotFoundError(f"{path}: image listed in {ann_path} (entry #{i}) is missing")
         if image_id not in caps:
             continue  # COCO has a handful of images without captions in some splits
         items.append(CocoItem(image_id, path, tuple(caps[image_id])))
+    orphans = sorted(set(caps) - seen)
+    if orphans:
+        raise ValueError(f"{ann_path}: captions refer to image ids {orphans[:5]} that the 'images' list lacks")
     if not items:
         raise ValueError(f"{ann_path}: no image has a caption")
     return items
 
 
 def caption_pairs(items: list[CocoItem]) -> tuple[list[int], list[str]]:
-    """Every (image, caption) pair: image index into `items` per caption (BEBR training set)."""
+    """Every (image, caption) pair, image-major: (index into `items`, caption) per caption.
+
+    BEBR's training set: its features are stored interleaved [img, txt, img, txt, …] with the image
+    index as the pair label, so that pairs of the same image are known duplicates."""
     idx, caps = [], []
     for i, it in enumerate(items):
         for c in it.captions:
@@ -72,9 +82,13 @@ def first_captions(items: list[CocoItem]) -> list[str]:
 
 
 def load_rgb(path) -> Image.Image:
-    """Open any image as RGB (COCO has grayscale and CMYK files; Shapes PNGs are RGB)."""
+    """Open any image as RGB (COCO has grayscale and CMYK JPEGs, other sets palette or RGBA PNGs)."""
     try:
         with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: PIL cannot go straight to RGB
+                return Image.fromarray((np.asarray(im, np.float64) / 257.0).clip(0, 255).astype(np.uint8)).convert("RGB")
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                return im.convert("RGBA").convert("RGB")  # drop alpha without PIL's palette warning
             return im.convert("RGB")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: image file not found") from None

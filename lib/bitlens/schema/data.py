@@ -18,11 +18,12 @@ SHAPES = {
 }
 
 IMAGELIST = {
-    "root": Field(str, data_path=True, help="folder the list paths are relative to"),
+    "root": Field(str, data_path=True, help="image folder the list paths are relative to"),
     "format": Field(str, "imagenet", choices=["imagenet", "sun"], help="'path label' or 'path class a1..aK'"),
     "train": Field(str, data_path=True, help="training list file"),
     "test": Field(str, data_path=True, help="query list file"),
-    "database": Field(str, data_path=True, help="database list file"),
+    "database": Field(str, "", data_path=True,
+                      help="database list file; empty = the test list (IBC's protocol: query set = database)"),
     "num_classes": Field(int, help="number of classes C"),
     "num_attributes": Field(int, 0, help="attribute columns (SUN-style lists)"),
     "attribute_names": Field(list, None, nullable=True, item_type=str, help="names of the attribute columns"),
