@@ -35,7 +35,11 @@ def results(tmp_path):
 
 
 def test_verdicts_follow_the_tolerance():
-    assert report.verdict(0.348, 0.358, 0.01) == "reproduced"  # exactly at the tolerance
+    assert report.verdict(0.348, 0.358, 0.01) == "reproduced"  # exactly at the tolerance, above
+    assert report.verdict(0.358, 0.348, 0.01) == "reproduced"  # exactly at the tolerance, below
+    assert report.verdict(0.348, 0.358001, 0.01) == "off by +0.010"  # just past it
+    assert report.verdict(0.5, float("nan"), 0.01).startswith("ours is nan")
+    assert report.verdict(None, 0.5, 0.01, comparable=False) == report.SYNTHETIC
     assert report.verdict(0.632, 0.600, 0.01) == "off by -0.032"
     assert report.verdict(None, 0.5, 0.01) == "no published value"
     assert report.verdict(0.5, None, 0.01) == "not run"
@@ -49,8 +53,14 @@ def test_report_lists_missing_stages_null_targets_and_embeds_images(results):
     assert "no published value" in md and "off by -0.032" in md and "reproduced" in md
     assert "ties **pessimistic**" in md
     page = (results / "report.html").read_text()
-    assert "<table>" in page and "data:image/png;base64," in page and "http" not in page.split("<body>")[1][:0] + ""
+    assert "<table>" in page and "data:image/png;base64," in page
+    assert "<td class='off'>off by -0.032</td>" in page and "<td class='ok'>reproduced</td>" in page
+    assert ">no published value</td>" in page and "<td class='n'>0.3580</td>" in page
+    # self-contained: nothing fetched from elsewhere
+    assert "src='http" not in page and "<link" not in page and "<script" not in page
+    assert "12_bebr_eval/recall_vs_bits.png" not in page  # embedded, not linked
     assert (results / "90_report" / "headline.md").exists()
+    assert " +0.0100 | reproduced" in md and " -0.0320 | off by -0.032" in md  # signed differences
     assert s["verdicts"]["reproduced"] >= 2 and s["stages"]["20_ibc_train"] == "not run"
 
 
@@ -68,3 +78,66 @@ def test_tiny_profile_is_never_called_reproduced(tmp_path):
     report.build_report(res, TARGETS, None, "tiny")
     md = (res / "report.md").read_text()
     assert report.SYNTHETIC in md and "| reproduced" not in md
+
+
+def test_gallery_and_other_outputs_are_collected(results):
+    _write(results, "22_ibc_dissect", {"experiments": {}, "figures": ["x_bits.png"]})
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), (0, 255, 0)).save(results / "22_ibc_dissect" / "x_bits.png")
+    Image.new("RGB", (4, 4), (0, 0, 255)).save(results / "12_bebr_eval" / "extra.png")
+    (results / "12_bebr_eval" / "bebr_ties.md").write_text("| a |\n|---|\n| 7 |\n")
+    report.build_report(results, TARGETS, None, "paper")
+    md = (results / "report.md").read_text()
+    gallery = md.split("## Bit-interpretation gallery")[1].split("##")[0]
+    assert "22_ibc_dissect/x_bits.png" in gallery
+    assert "12_bebr_eval/extra.png" in md and "bebr_ties" in md
+    assert (results / "report.html").read_text().count("data:image/png;base64,") == 3
+
+
+def test_listed_but_missing_figure_and_out_of_contract_metrics_are_named(results):
+    _write(results, "22_ibc_dissect", {"experiments": {}, "figures": ["gone.png"]})
+    report.build_report(results, TARGETS, None, "paper")
+    assert "lists gone.png, which are not there" in (results / "report.md").read_text()
+    _write(results, "22_ibc_dissect", {"experiments": {}, "figures": []})
+    _write(results, "12_bebr_eval", {"headline_ties": "expected", "rows": {
+        "hash": {"bits": 8, "i2t": {"pessimistic": _recall(0.1, 0.2, 0.3)}}}})
+    with pytest.raises(KeyError, match="12_bebr_eval/metrics.json: missing key 'i2t.expected'"):
+        report.build_report(results, TARGETS, None, "paper")
+
+
+def test_latest_benchmark_csv_wins(tmp_path):
+    import os
+
+    cols = "benchmark,bitlens_s,peer,peer_s,ratio,target,met,note\n"
+    old, new = tmp_path / "hamming__cpu.csv", tmp_path / "hamming__gpu.csv"
+    old.write_text(cols + "old,1,p,1,1.0,<= 1,yes,\n")
+    new.write_text(cols + "new,1,p,2,0.5,<= 1,yes,\n")
+    os.utime(old, (2_000_000_000, 2_000_000_000))
+    os.utime(new, (1_000_000_000, 1_000_000_000))
+    [(name, df)] = report.latest_benchmarks(tmp_path)
+    assert name == "hamming__cpu" and df["benchmark"].tolist() == ["old"]
+
+
+def test_counts_stay_integers_and_null_targets_read_as_a_dash(results):
+    _write(results, "22_ibc_dissect", {"experiments": {"imagenet100c": {
+        "units": 256, "interpretable": 22, "concepts": 5, "iou_threshold": 0.04, "per_category": {},
+        "planted_coverage": None, "bit_groups": "bit_groups.json"}}, "figures": []})
+    report.build_report(results, TARGETS, None, "paper")
+    head = (results / "90_report" / "headline.md").read_text()
+    row = next(r for r in head.splitlines() if "interpretable_units" in r)
+    assert [c.strip() for c in row.strip("|").split("|")][3:] == ["—", "22", "—", "no published value"]
+    class_map = next(r for r in head.splitlines() if "| class_map" in r)
+    assert "not run" in class_map  # 21_ibc_eval missing
+
+
+def test_a_failed_stage_is_flagged_from_the_manifest(results):
+    (results / "run_manifest.json").write_text(json.dumps({
+        "git_commit": "abc", "device": "cpu", "seed": 0, "packages": {"numpy": "2"},
+        "stages": {"12_bebr_eval": {"status": "failed", "seconds": 1.5}, "20_ibc_train": {"status": "failed"}}}))
+    s = report.build_report(results, TARGETS, None, "paper")
+    assert s["stages"]["12_bebr_eval"] == "failed (outputs of an earlier run)"
+    assert s["stages"]["20_ibc_train"] == "failed"
+    md = (results / "report.md").read_text()
+    record = md.split("## Run record")[1]
+    assert "`abc`" in record and "numpy 2" in record and "1.5" in record

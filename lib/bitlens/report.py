@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -21,10 +22,13 @@ SYNTHETIC = "synthetic data: not comparable"
 def verdict(published, ours, tolerance: float, comparable: bool = True) -> str:
     if ours is None:
         return "not run"
-    if published is None:
-        return "no published value"
+    if isinstance(ours, float) and not math.isfinite(ours):
+        return f"ours is {ours} (check the stage's output)"
+    # on synthetic data even a null target is beside the point: say why nothing is compared
     if not comparable:
         return SYNTHETIC
+    if published is None:
+        return "no published value"
     diff = ours - published
     # a tolerance is inclusive; round away float noise so 0.01 off with tolerance 0.01 counts as reproduced
     return "reproduced" if round(abs(diff), 12) <= tolerance else f"off by {diff:+.3f}"
@@ -35,6 +39,17 @@ def _metrics(results: Path, stage: str) -> dict | None:
     return io.read_json(p) if p.exists() else None
 
 
+def _get(m: dict, path: tuple, stage: str):
+    """m[path[0]][path[1]]…, or an error naming the metrics file and the missing key (a stage out of contract)."""
+    cur = m
+    for i, k in enumerate(path):
+        if not isinstance(cur, dict) or k not in cur:
+            raise KeyError(f"{stage}/metrics.json: missing key '{'.'.join(map(str, path[:i + 1]))}' "
+                           f"(see the metrics.json contracts in CONTRIBUTING.md; re-run the stage)")
+        cur = cur[k]
+    return cur
+
+
 def bebr_rows(results: Path, targets: dict, comparable: bool) -> tuple[pd.DataFrame, str]:
     m = _metrics(results, "12_bebr_eval")
     t = targets["bebr"]
@@ -43,14 +58,15 @@ def bebr_rows(results: Path, targets: dict, comparable: bool) -> tuple[pd.DataFr
     for name, pub in t["rows"].items():
         ours = (m or {}).get("rows", {}).get(name)
         for k, key in (("recall@1", "r1"), ("recall@5", "r5"), ("recall@10", "r10")):
-            val = ours["i2t"][ties][key] if ours else None
+            val = _get(ours, ("i2t", ties, key), "12_bebr_eval") if ours else None
             rows.append({"embedding": name, "metric": f"i2t {k}", "bits (paper)": pub.get("bits"),
-                         "bits (ours)": ours["bits"] if ours else None, "published": pub.get(k), "ours": val,
+                         "bits (ours)": _get(ours, ("bits",), "12_bebr_eval") if ours else None,
+                         "published": pub.get(k), "ours": val,
                          "difference": None if val is None or pub.get(k) is None else val - pub[k],
                          "verdict": verdict(pub.get(k), val, t["tolerance"], comparable)})
     note = (f"Image→text, ties **{ties}**. Published: {t['source']}. Tolerance ±{t['tolerance']}."
             + ("" if m else " Stage 12_bebr_eval has not run."))
-    return pd.DataFrame(rows), note
+    return _as_text(rows), note
 
 
 IBC_METRICS = {"class_map": "class_map", "expert_bit_map": "expert_bit_map", "mis": "mis_knn"}
@@ -71,14 +87,14 @@ def ibc_rows(results: Path, targets: dict, comparable: bool) -> tuple[pd.DataFra
         keys = [k for k in pub if k != "bits"] or ["class_map", "expert_bit_map", "mis", "interpretable_units"]
         for k in keys:
             if k == "interpretable_units":
-                val = d["interpretable"] if d else None
+                val = _get(d, ("interpretable",), "22_ibc_dissect") if d else None
             elif k.startswith("attribute_map_"):
                 val = (o or {}).get("attribute_map", {}).get(k[len("attribute_map_"):]) if o else None
             elif k.startswith("customized_map_"):
                 c = (o or {}).get("customized") or {}
                 val = c.get("map") if c.get("attribute") == k[len("customized_map_"):] else None
             else:
-                val = o.get(IBC_METRICS.get(k, k)) if o else None
+                val = _get(o, (IBC_METRICS.get(k, k),), "21_ibc_eval") if o else None
             p = pub.get(k)
             rows.append({"experiment": name, "metric": k, "bits": (o or {}).get("bits", pub.get("bits")),
                          "published": p, "ours": val,
@@ -89,7 +105,7 @@ def ibc_rows(results: Path, targets: dict, comparable: bool) -> tuple[pd.DataFra
             + (est.get("mis_knn", "sklearn kNN (the paper's)")) + f". Published: {t['source']}. "
             + (f"Interpretable units at IoU ≥ {next(iter(dis['experiments'].values()))['iou_threshold']}."
                if dis and dis.get("experiments") else ""))
-    return pd.DataFrame(rows), note
+    return _as_text(rows), note
 
 
 def latest_benchmarks(folder: Path) -> list[tuple[str, pd.DataFrame]]:
@@ -98,13 +114,40 @@ def latest_benchmarks(folder: Path) -> list[tuple[str, pd.DataFrame]]:
     latest: dict[str, Path] = {}
     for p in sorted(folder.glob("*.csv")):
         bench = p.stem.split("__")[0]
-        if bench not in latest or p.stat().st_mtime > latest[bench].stat().st_mtime:
+        # newest run wins; on equal times the name decides, so the choice never depends on listing order
+        if bench not in latest or (p.stat().st_mtime, p.name) > (latest[bench].stat().st_mtime, latest[bench].name):
             latest[bench] = p
     return [(p.stem, pd.read_csv(p)) for _, p in sorted(latest.items())]
 
 
+TEXT_NUMBERS = ("published", "ours", "difference")
+
+
+def _as_text(rows: list[dict], columns=TEXT_NUMBERS) -> pd.DataFrame:
+    """Counts stay integers, fractions get 4 decimals and a missing value reads "—" (a column mixing them would
+    otherwise print 22 units as 22.0000 and a null target as a blank cell)."""
+    def one(v, signed=False):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "—"
+        if isinstance(v, (bool, str)):
+            return str(v)
+        if float(v).is_integer() and not isinstance(v, float):
+            return str(int(v))
+        return f"{float(v):+.4f}" if signed else f"{float(v):.4f}"
+    df = pd.DataFrame([{k: one(v, k == "difference") if k in columns else v for k, v in r.items()} for r in rows])
+    df.attrs["preformatted"] = True
+    return df
+
+
 def _fmt(df: pd.DataFrame) -> str:
-    return df.to_markdown(index=False, floatfmt=".4f") if len(df) else "_(empty)_"
+    if not len(df):
+        return "_(empty)_"
+    if df.attrs.get("preformatted"):
+        # the cells are already text: tabulate must not re-parse "22" into 22.0000
+        numeric = TEXT_NUMBERS + ("seconds", "last run (s)")
+        align = ["right" if c in numeric or pd.api.types.is_numeric_dtype(df[c]) else "left" for c in df]
+        return df.to_markdown(index=False, disable_numparse=True, colalign=align)
+    return df.to_markdown(index=False, floatfmt=".4f")
 
 
 def _img(path: Path) -> str:
@@ -116,8 +159,7 @@ def build_report(results, targets: dict, benchmarks=None, profile: str | None = 
     results = Path(results)
     profile = profile or results.name
     comparable = profile != "tiny"
-    stage_status = [(s.name, "ran" if (results / s.name / "metrics.json").exists() else "not run")
-                    for s in STAGES if s.name != "90_report"]
+    stage_status = stage_statuses(results)
     bebr, bebr_note = bebr_rows(results, targets, comparable)
     ibc, ibc_note = ibc_rows(results, targets, comparable)
     md = [f"# bitlens reproduction report — profile `{profile}`", ""]
@@ -134,14 +176,24 @@ def build_report(results, targets: dict, benchmarks=None, profile: str | None = 
     if tbl.exists():
         md += ["### Full IBC table", "", tbl.read_text().strip(), ""]
     figs = []
-    for stage, pattern in (("12_bebr_eval", "recall_vs_bits.png"), ("21_ibc_eval", "code_length_sweep.png"),
-                           ("22_ibc_dissect", "*_bits.png"), ("22_ibc_dissect", "*_categories.png")):
+    for stage, pattern in (("12_bebr_eval", "recall_vs_bits.png"), ("21_ibc_eval", "code_length_sweep.png")):
         figs += sorted((results / stage).glob(pattern))
     if figs:
         md += ["## Figures", ""] + [f"![{f.stem}]({f.relative_to(results)})" for f in figs] + [""]
+    gallery, missing = dissect_figures(results)
+    md += ["## Bit-interpretation gallery (22_ibc_dissect)", ""]
+    md += [f"![{f.stem}]({f.relative_to(results)})" for f in gallery] or ([] if missing else ["_not run_"])
+    if missing:
+        # one stage's stale outputs should not cost the whole report: say so where the figures would be
+        md += ["", f"**Missing:** 22_ibc_dissect/metrics.json lists {', '.join(missing)}, which are not there; "
+               "re-run the stage (`run_all.py --only 22_ibc_dissect`)."]
+    md += [""]
     cov = sorted((results / "22_ibc_dissect").glob("*_planted_coverage.md"))
     for c in cov:
         md += [f"### Planted concepts ({c.stem.split('_')[0]})", "", c.read_text().strip(), ""]
+    shown = {results / "12_bebr_eval" / "bebr_table.md", results / "21_ibc_eval" / "ibc_table.md", *figs, *gallery,
+             *cov}
+    md += other_outputs(results, shown)
     benches = latest_benchmarks(Path(benchmarks)) if benchmarks else []
     if benches:
         md += ["## Benchmarks (latest `make bench`)", ""]
@@ -163,6 +215,53 @@ def build_report(results, targets: dict, benchmarks=None, profile: str | None = 
     return {"verdicts": counts, "stages": dict(stage_status)}
 
 
+def stage_statuses(results: Path) -> list[tuple[str, str]]:
+    """ran / not run from the outputs; a failure recorded in the run manifest overrides "ran", since the numbers
+    shown are then those of an older run. (ran vs cached is left to the run record: it changes between two runs.)"""
+    man = results / "run_manifest.json"
+    recorded = json.loads(man.read_text()).get("stages", {}) if man.exists() else {}
+    out = []
+    for s in STAGES:
+        if s.name == "90_report":
+            continue
+        status = "ran" if (results / s.name / "metrics.json").exists() else "not run"
+        if recorded.get(s.name, {}).get("status") == "failed":
+            status = "failed (outputs of an earlier run)" if status == "ran" else "failed"
+        out.append((s.name, status))
+    return out
+
+
+def dissect_figures(results: Path) -> tuple[list[Path], list[str]]:
+    """The figures 22_ibc_dissect lists in its metrics.json (in that order; else its PNGs by name), and the listed
+    ones that are missing."""
+    folder = results / "22_ibc_dissect"
+    m = _metrics(results, "22_ibc_dissect")
+    if m and m.get("figures"):
+        return ([folder / f for f in m["figures"] if (folder / f).exists()],
+                [f for f in m["figures"] if not (folder / f).exists()])
+    return sorted(folder.glob("*.png")), []
+
+
+def other_outputs(results: Path, shown: set) -> list[str]:
+    """Every other table (*.md) and figure (*.png) a stage left at the top of its folder, stage by stage."""
+    out = []
+    for s in STAGES:
+        if s.name == "90_report":
+            continue
+        folder = results / s.name
+        files = sorted(p for p in folder.glob("*") if p.suffix in (".md", ".png") and p not in shown) \
+            if folder.is_dir() else []
+        if not files:
+            continue
+        out += [f"### {s.name}", ""]
+        for f in files:
+            if f.suffix == ".png":
+                out += [f"![{f.stem}]({f.relative_to(results)})", ""]
+            else:
+                out += [f"**{f.stem}**", "", f.read_text().strip(), ""]
+    return (["## Other tables and figures, by stage", ""] + out) if out else []
+
+
 def run_record(results: Path) -> str:
     out = []
     man = results / "run_manifest.json"
@@ -170,12 +269,52 @@ def run_record(results: Path) -> str:
         m = json.loads(man.read_text())
         out += [f"- git commit: `{m.get('git_commit')}`", f"- device: {m.get('device')}", f"- seed: {m.get('seed')}",
                 "- packages: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()), "",
-                _fmt(pd.DataFrame([{"stage": k, **v} for k, v in m.get("stages", {}).items()]))]
+                _fmt(_stage_times(m.get("stages", {})))]
+        # a failure message spans many lines: a table cell cannot hold it
+        for name, v in m.get("stages", {}).items():
+            if v.get("detail"):
+                out += ["", f"<details><summary>{name}: {v.get('status')}</summary>", "", "```",
+                        str(v["detail"]).strip(), "```", "", "</details>"]
     p = results / "params.resolved.yaml"
     if p.exists():
         out += ["", "<details><summary>resolved params</summary>", "", "```yaml", p.read_text().strip(), "```",
                 "", "</details>"]
     return "\n".join(out) or "_(no run manifest)_"
+
+
+def _inline(text: str) -> str:
+    """Escaped text with the markdown the report itself writes: `code`, **bold**, a whole-line _emphasis_."""
+    text = html.escape(text)
+    if len(text) > 2 and text[0] == text[-1] == "_":
+        return f"<i>{text[1:-1]}</i>"
+    for mark, tag in (("`", "code"), ("**", "b")):
+        while text.count(mark) >= 2:
+            text = text.replace(mark, f"<{tag}>", 1).replace(mark, f"</{tag}>", 1)
+    return text
+
+
+def _cell(c: str) -> str:
+    c = c.strip()
+    try:
+        float(c)
+        cls = " class='n'"
+    except ValueError:
+        # verdicts are the point of the tables: make them stand out
+        cls = (" class='ok'" if c == "reproduced" else " class='off'" if c.startswith("off by")
+               else " class='na'" if c in ("not run", SYNTHETIC, "no published value") else "")
+    return f"<td{cls}>{_inline(c)}</td>"
+
+
+def _stage_times(stages: dict) -> pd.DataFrame:
+    def secs(v):
+        return "—" if v is None else f"{float(v):.1f}"
+    rows = [{"stage": k, "status": v.get("status", "?"), "seconds": secs(v.get("seconds")),
+             "last run (s)": secs(v.get("last_run_seconds", v.get("seconds") if v.get("status") == "ran" else None)),
+             "detail": (str(v["detail"]).strip().splitlines() or [""])[0][:120] if v.get("detail") else ""}
+            for k, v in stages.items()]
+    df = pd.DataFrame(rows)
+    df.attrs["preformatted"] = True
+    return df
 
 
 def to_html(md: str, base: Path, title: str) -> str:
@@ -188,8 +327,8 @@ def to_html(md: str, base: Path, title: str) -> str:
         rows = [r.strip().strip("|").split("|") for r in table if not set(r.replace("|", "").strip()) <= set(":- ")]
         head, body = rows[0], rows[1:]
         out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) +
-                   "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r)
-                                                    + "</tr>" for r in body) + "</tbody></table>")
+                   "</tr></thead><tbody>" + "".join("<tr>" + "".join(_cell(c) for c in r) + "</tr>" for r in body)
+                   + "</tbody></table>")
         table.clear()
 
     for line in lines:
@@ -207,7 +346,7 @@ def to_html(md: str, base: Path, title: str) -> str:
         flush_table()
         if line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
+            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
         elif line.startswith("![") and "](" in line:
             alt, src = line[2:].split("](", 1)
             p = base / src.rstrip(")")
@@ -215,18 +354,18 @@ def to_html(md: str, base: Path, title: str) -> str:
                 out.append(f"<figure><img alt='{html.escape(alt)}' src='{_img(p)}'><figcaption>{html.escape(alt)}"
                            f"</figcaption></figure>")
         elif line.startswith("- "):
-            out.append(f"<li>{html.escape(line[2:])}</li>")
+            out.append(f"<li>{_inline(line[2:])}</li>")
         elif line.startswith("<details") or line.startswith("</details"):
             out.append(line)
         elif line.strip():
-            text = html.escape(line)
-            while "**" in text:
-                text = text.replace("**", "<b>", 1).replace("**", "</b>", 1)
-            out.append(f"<p>{text}</p>")
+            out.append(f"<p>{_inline(line)}</p>")
     flush_table()
     css = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:24px auto;padding:0 16px;color:#222}"
            "table{border-collapse:collapse;margin:8px 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}"
-           "th{background:#f2f2f2}img{max-width:100%}pre{background:#f7f7f7;padding:8px;font-size:12px;"
+           "th{background:#f2f2f2}td.n{text-align:right;font-variant-numeric:tabular-nums}"
+           "td.ok{color:#17692c;font-weight:600}td.off{color:#a61b1b;font-weight:600}td.na{color:#777}"
+           "code{background:#f2f2f2;padding:0 3px;border-radius:3px}h2{border-bottom:1px solid #ddd;margin-top:32px}"
+           "img{max-width:min(100%,1000px)}pre{background:#f7f7f7;padding:8px;font-size:12px;"
            "overflow:auto}figure{margin:12px 0}figcaption{font-size:12px;color:#666}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{css}"
             f"</style></head><body>{''.join(out)}</body></html>\n")
