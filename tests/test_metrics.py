@@ -127,3 +127,44 @@ def test_mis_estimators_are_seeded_and_informative_bits_score_higher():
     assert a[:, 0].max() > a[:, 1:].max()
     d = metrics.mutual_information_score(codes, lab, 100, seed=0, estimator="discrete")
     assert 0 < d < metrics.mutual_information_score(codes, lab, 100, seed=0, estimator="knn")
+
+
+@pytest.mark.parametrize("self_match", [None, "nonrelevant", "relevant", "drop"])
+@pytest.mark.parametrize("topk", [None, 5])
+def test_map_variants_match_a_brute_force_loop_with_many_ties(self_match, topk):
+    rng = np.random.default_rng(3)
+    Bq = np.where(rng.random((40, 6)) > 0.5, 1, -1)  # 6 bits, 40 items: many tied distances
+    lab = rng.integers(0, 4, 40)
+    fast = metrics.mean_average_precision(Bq, Bq, lab, lab, self_match=self_match, topk=topk, chunk_size=9,
+                                          per_query=True)
+    for q in range(40):
+        d = (6 - Bq @ Bq[q]) / 2
+        order = np.argsort(d, kind="stable")
+        if self_match == "drop":
+            order = order[order != q]
+        rel = lab[order] == lab[q]
+        if self_match == "nonrelevant":
+            rel &= order != q
+        elif self_match == "relevant":
+            rel |= order == q
+        if topk is not None:
+            rel = rel[:topk]
+        pos = np.flatnonzero(rel) + 1
+        ap = (np.arange(1, len(pos) + 1) / pos).mean() if len(pos) else 0.0
+        assert fast[q] == pytest.approx(ap), q
+
+
+def test_bit_masks_rank_each_query_on_its_own_bits_across_word_boundaries():
+    rng = np.random.default_rng(4)
+    Bq = np.where(rng.random((25, 70)) > 0.5, 1, -1)  # 70 bits: two 64-bit words
+    lab = rng.integers(0, 3, 25)
+    masks = rng.random((25, 70)) > 0.7
+    fast = metrics.mean_average_precision(Bq, Bq, lab, lab, self_match="nonrelevant", bit_masks=masks,
+                                          chunk_size=6, per_query=True)
+    for q in range(25):
+        d = (Bq[:, masks[q]] != Bq[q, masks[q]]).sum(1)
+        order = np.argsort(d, kind="stable")
+        rel = (lab[order] == lab[q]) & (order != q)
+        pos = np.flatnonzero(rel) + 1
+        ap = (np.arange(1, len(pos) + 1) / pos).mean() if len(pos) else 0.0
+        assert fast[q] == pytest.approx(ap), q

@@ -10,7 +10,11 @@ Float features almost never tie, and then all four coincide.
 
 mAP follows the official `compute_map.m`: distances sorted ascending with a
 stable sort (ties → lower database index), AP = (1/Q)·Σ_i i / rank_i over the
-whole ranking, 0 for a query without relevant items.
+whole ranking, 0 for a query without relevant items. Hamming distances are
+small integers, so the stable sort is numpy's linear-time radix sort on uint16,
+precision is evaluated only at the relevant positions, and query blocks run on
+two threads (the sort and faiss's distance kernel release the GIL); peak memory
+is bounded by `chunk_size` rows of the (queries × items) matrix.
 """
 from __future__ import annotations
 
@@ -134,24 +138,43 @@ def _labels(x, n: int, name: str) -> np.ndarray:
     return a
 
 
-def _average_precisions(dist: np.ndarray, rel: np.ndarray, keep: np.ndarray | None, topk: int | None) -> np.ndarray:
-    """AP per row of a distance block; stable ascending order = Matlab's sort (ties → lower index)."""
+def _average_precisions(dist: np.ndarray, rel: np.ndarray, drop_col: np.ndarray | None,
+                        topk: int | None) -> np.ndarray:
+    """AP per row of a distance block; stable ascending order = Matlab's sort (ties → lower index).
+
+    Distances are small integers, so the stable argsort is numpy's radix sort
+    (linear per row), and precision is evaluated only at the relevant positions
+    (`nonzero`), not over the whole (rows × items) matrix.
+    drop_col: per row, a database index removed from the ranking (or None).
+    """
+    nr, nd = dist.shape
     order = np.argsort(dist, axis=1, kind="stable")
-    rows = np.arange(dist.shape[0])[:, None]
+    rows = np.arange(nr)[:, None]
     r = rel[rows, order]
-    if keep is not None:
-        kept = keep[rows, order]
-        # dropped entries vanish from the ranking: compact each row, keeping order
-        r = np.where(kept, r, False)
-        pos = np.cumsum(kept, axis=1)
-    else:
-        pos = np.broadcast_to(np.arange(1, dist.shape[1] + 1), r.shape)
+    if drop_col is not None:
+        # position of the dropped item in each sorted row; items after it move up by one
+        p_drop = np.argmax(order == drop_col[:, None], axis=1)
+        r[np.arange(nr), p_drop] = False
+    ri, ci = np.nonzero(r)
+    pos = ci + 1
+    if drop_col is not None:
+        pos = pos - (ci > p_drop[ri])
     if topk is not None:
-        r = r & (pos <= topk)
-    hits = np.cumsum(r, axis=1)
-    n_rel = r.sum(1)
-    prec = np.where(r, hits / np.maximum(pos, 1), 0.0).sum(1)
+        sel = pos <= topk
+        ri, pos = ri[sel], pos[sel]
+    n_rel = np.bincount(ri, minlength=nr)
+    start = np.concatenate([[0], np.cumsum(n_rel)[:-1]])
+    hits = np.arange(ri.size) - start[ri] + 1
+    prec = np.bincount(ri, weights=hits / pos, minlength=nr)
     return np.where(n_rel > 0, prec / np.maximum(n_rel, 1), 0.0)
+
+
+def _hamming_block(Qp: np.ndarray, Dp: np.ndarray) -> np.ndarray:
+    """(rows, items) uint16 Hamming distances of packed codes (faiss kernel when installed)."""
+    from bitlens import search
+
+    d = search.hamming_distances(Qp, Dp, backend="faiss" if search._has_faiss() else "numpy")
+    return d.astype(np.uint16)
 
 
 def mean_average_precision(query_codes, db_codes, query_labels=None, db_labels=None, *, relevance=None,
@@ -189,29 +212,45 @@ def mean_average_precision(query_codes, db_codes, query_labels=None, db_labels=N
         if bit_masks.shape != Q.shape:
             raise ValueError(f"bit_masks must have shape {Q.shape} (one mask per query), got {bit_masks.shape}")
     aps = np.zeros(nq)
-    it = range(0, nq, chunk_size)
-    for a in progress(it, desc="mAP", total=len(it), disable=len(it) < 8 or None):
+    # already validated as ±1 above, so pack directly (bit 1 ↔ +1, as bitlens.codes.pack)
+    Dp = np.packbits(D > 0, axis=1)
+    if bit_masks is not None:
+        from bitlens.codes import as_words
+
+        Dw = as_words(Dp)
+        Mw = as_words(np.packbits(bit_masks, axis=1))
+        Qw = as_words(np.packbits(Q > 0, axis=1))
+
+    def block(a: int) -> None:
         b = min(nq, a + chunk_size)
         if bit_masks is None:
-            ip = Q[a:b] @ D.T
-            dist = ((Q.shape[1] - ip) / 2).astype(np.uint16)
+            dist = _hamming_block(np.packbits(Q[a:b] > 0, axis=1), Dp)
         else:
-            qm = Q[a:b] * bit_masks[a:b]
-            ip = qm @ D.T
-            dist = ((bit_masks[a:b].sum(1, keepdims=True) - ip) / 2).astype(np.uint16)
+            # Hamming distance on each query's own bits: popcount((q ^ d) & mask_q), word by word
+            dist = np.zeros((b - a, nd), np.uint16)
+            for w in range(Dw.shape[1]):
+                x = (Qw[a:b, w:w + 1] ^ Dw[None, :, w]) & Mw[a:b, w:w + 1]
+                dist += np.bitwise_count(x).astype(np.uint16)
         rel = relevance[a:b].copy() if relevance is not None else (ql[a:b, None] == dl[None, :])
-        keep = None
+        drop = None
         if self_match:
-            diag = (np.arange(a, b), np.arange(a, b))
-            loc = (diag[0] - a, diag[1])
+            loc = (np.arange(b - a), np.arange(a, b))
             if self_match == "nonrelevant":
                 rel[loc] = False
             elif self_match == "relevant":
                 rel[loc] = True
             else:
-                keep = np.ones_like(rel)
-                keep[loc] = False
-        aps[a:b] = _average_precisions(dist, rel, keep, topk)
+                drop = np.arange(a, b)
+        aps[a:b] = _average_precisions(dist, rel, drop, topk)
+
+    # numpy's sort and faiss's kernels release the GIL: two threads use both cores
+    starts = list(range(0, nq, chunk_size))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in progress(pool.map(block, starts), desc="mAP", total=len(starts),
+                          disable=len(starts) < 8 or None):
+            pass
     return aps if per_query else float(aps.mean()) if nq else 0.0
 
 
