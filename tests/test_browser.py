@@ -75,11 +75,30 @@ def test_bit_browser_updates_label_and_image_in_a_real_browser(lab):
         page = browser.new_page(viewport={"width": 1300, "height": 1100})
         page.goto(f"{lab}/lab/tree/23_bit_browser.ipynb", wait_until="domcontentloaded")
         page.wait_for_selector(".jp-NotebookPanel", timeout=90_000)
+        # a slow kernel start makes JupyterLab ask which kernel to use: take the notebook's own
+        try:
+            page.get_by_role("button", name="Select", exact=True).click(timeout=20_000)
+        except Exception:
+            pass
         # wait until the kernel is idle, then Run → Run All Cells
         page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+        page.wait_for_timeout(2_000)
         page.get_by_role("menuitem", name="Run", exact=True).click(timeout=30_000)
         page.get_by_role("menuitem", name="Run All Cells", exact=True).click(timeout=30_000)
         label = page.locator(".bitlens-bit-label").first
+        # when JupyterLab has not started the notebook's kernel yet, Run All asks which one: accept the preselected
+        # "Python (bitlens)" (the notebook's own kernelspec), and the cells then run
+        accept = page.locator(".jp-Dialog .jp-mod-accept")
+        deadline = time.time() + 60
+        while time.time() < deadline and not label.is_visible():
+            if accept.count() and accept.first.is_visible():
+                accept.first.click()
+                # the Run All that raised the dialog is dropped once the kernel starts: issue it again
+                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+                page.get_by_role("menuitem", name="Run", exact=True).click(timeout=30_000)
+                page.get_by_role("menuitem", name="Run All Cells", exact=True).click(timeout=30_000)
+                break
+            time.sleep(0.5)
         try:
             label.wait_for(timeout=180_000)
         except Exception:
