@@ -38,7 +38,7 @@ def _check_scores(scores: np.ndarray) -> np.ndarray:
     return s
 
 
-def rank_bounds(scores, gt=None, chunk: int = 1024):
+def rank_bounds(scores, gt=None, chunk: int = 1024, need_index: bool = True):
     """Per query: (#non-relevant scoring above the best relevant, #non-relevant tied with it, #ties before it by index).
 
     `gt=None` means one-to-one ground truth (query i ↔ item i); otherwise a list of
@@ -56,8 +56,16 @@ def rank_bounds(scores, gt=None, chunk: int = 1024):
         if gt is None:
             if nd < nq:
                 raise ValueError(f"one-to-one ground truth needs as many items as queries ({nq}), got {nd}")
-            rel = np.zeros_like(block, dtype=bool)
-            rel[np.arange(b - a), np.arange(a, b)] = True
+            # one relevant item per query: two comparisons against its score, no relevance matrix
+            rows = np.arange(b - a)
+            true = block[rows, np.arange(a, b)][:, None]
+            above[a:b] = (block > true).sum(1)
+            eq = block == true
+            eq[rows, np.arange(a, b)] = False
+            tied[a:b] = eq.sum(1)
+            if need_index:
+                tied_before[a:b] = (eq & (np.arange(nd)[None, :] < np.arange(a, b)[:, None])).sum(1)
+            continue
         elif isinstance(gt, np.ndarray) and gt.dtype == bool:
             rel = gt[a:b]
         else:
@@ -82,7 +90,7 @@ def recall_at_k(scores, gt=None, ks=DEFAULT_KS, ties: str = "pessimistic") -> di
     """Recall@K (fractions) and median / mean rank (1-based) of the first relevant item, higher score = better."""
     if ties not in TIE_POLICIES:
         raise ValueError(f"unknown tie policy {ties!r}; valid: {', '.join(TIE_POLICIES)}")
-    above, tied, before = rank_bounds(scores, gt)
+    above, tied, before = rank_bounds(scores, gt, need_index=ties == "index")
     out = {}
     if ties == "expected":
         # the true item's rank is uniform on above+1 … above+tied+1
