@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bitlens import encoders
+
+
+def _images(tmp_path, n=6):
+    # distinct solid colours so that a trained model can tell them apart
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"im{i}.png"
+        Image.fromarray(np.full((20, 20, 3), rng.integers(0, 255, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_tiny_config_is_registered_and_unknown_names_are_explained():
+    import open_clip
+
+    encoders.create_model(encoders.TINY_MODEL)
+    assert encoders.TINY_MODEL in open_clip.list_models()
+    with pytest.raises(ValueError, match="unknown open_clip model 'no-such-model'"):
+        encoders.create_model("no-such-model")
+    with pytest.raises(ValueError, match="neither a file nor a tag"):
+        encoders.create_model(encoders.TINY_MODEL, "no-such-tag")
+
+
+def test_features_are_float32_unit_norm_and_batch_independent(tmp_path):
+    torch.manual_seed(0)
+    model, preprocess, tokenizer = encoders.create_model(encoders.TINY_MODEL)
+    paths = _images(tmp_path)
+    a = encoders.image_features(model, preprocess, paths, batch_size=4)
+    b = encoders.image_features(model, preprocess, paths, batch_size=6)
+    assert a.dtype == np.float32 and a.shape == (6, 64)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    t = encoders.text_features(model, tokenizer, ["a red circle", "a blue square", "a green star"], batch_size=2)
+    assert t.dtype == np.float32 and t.shape == (3, 64)
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
+
+
+def test_train_tiny_clip_saves_weights_that_load_as_a_local_file(tmp_path):
+    paths = _images(tmp_path, n=4)
+    caps = [f"caption {i}" for i in range(8)]
+    out = encoders.train_tiny_clip(paths, caps, [0, 0, 1, 1, 2, 2, 3, 3], tmp_path / "clip.pt",
+                                   epochs=1, batch_size=8, log=lambda *_: None)
+    assert out.exists()
+    model, preprocess, _ = encoders.create_model(encoders.TINY_MODEL, str(out))
+    ref = torch.load(out, map_location="cpu")
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, ref[k])
+
+
+def test_cache_is_hit_only_for_unchanged_inputs(tmp_path):
+    w = tmp_path / "w.bin"
+    w.write_bytes(b"abc")
+    d1 = encoders.inputs_digest(model=encoders.file_digest(w), images=["a.png"], captions=["x"], batch=4)
+    out = tmp_path / "feat"
+    out.mkdir()
+    assert not encoders.cached(out, ["f.npy"], d1)
+    (out / "f.npy").write_bytes(b"")
+    encoders.mark_cached(out, d1)
+    assert encoders.cached(out, ["f.npy"], d1)
+    w.write_bytes(b"abd")  # changed weights → changed digest → recompute
+    d2 = encoders.inputs_digest(model=encoders.file_digest(w), images=["a.png"], captions=["x"], batch=4)
+    assert d2 != d1 and not encoders.cached(out, ["f.npy"], d2)
+    assert not encoders.cached(out, ["f.npy", "missing.npy"], d1)
+    (out / ".inputs.json").write_text("{broken")
+    assert not encoders.cached(out, ["f.npy"], d1)
