@@ -13,7 +13,8 @@ from bitlens.ibc.loss import MISSING_LABEL, ibc_losses
 from bitlens.ibc.model import IBC, infer_architecture, load_checkpoint
 from bitlens.ibc.train import build_optimizer, IBCTrainOptions
 
-OFFICIAL_PREFIXES = ("enc_style.conv_basic.", "enc_style.conv_last.", "enc_style.classifier.",
+OFFICIAL_PREFIXES = ("enc_style.alexnet.features.", "enc_style.alexnet.classifier.", "enc_style.fc1.",
+                     "enc_style.fc2.", "enc_style.conv_basic.", "enc_style.conv_last.", "enc_style.classifier.",
                      "enc_style.pre_hash_layer.", "enc_style.hash_layer.", "enc_style.real_prediction.fc.",
                      "enc_style.hash_prediction.fc.")
 
@@ -30,8 +31,23 @@ def test_alexnet_model_has_the_official_keys_and_shapes():
     assert sd["enc_style.hash_layer.weight"].shape == (256, 4096)
     assert sd["enc_style.real_prediction.fc.weight"].shape == (100, 4096)
     assert sd["enc_style.hash_prediction.fc.weight"].shape == (100, 256)
+    # the official module shares AlexNet's layers under `alexnet` too: its checkpoints carry both names
+    assert sd["enc_style.alexnet.features.0.weight"].data_ptr() == sd["enc_style.conv_basic.0.weight"].data_ptr()
+    assert sd["enc_style.alexnet.classifier.6.weight"].shape == (1000, 4096)
     other = IBC(64, 100, "alexnet", 227).state_dict()
     assert other["enc_style.classifier.1.weight"].shape == (4096, 64 * 36)
+    assert other["enc_style.fc1.weight"].shape == (4096, 64 * 36) and other["enc_style.fc2.2.weight"].shape == (4096, 4096)
+    assert all(k == "GRM" or k.startswith(OFFICIAL_PREFIXES) for k in other)
+
+
+def test_an_official_layout_checkpoint_loads_strictly(tmp_path):
+    """A checkpoint written as the authors' code writes it (every alias key, DDP prefix) loads unchanged."""
+    ref = IBC(256, 100, "alexnet", 227)
+    torch.save({"state_dict": {"module." + k: v for k, v in ref.state_dict().items()}}, tmp_path / "ibc.pth.tar")
+    m = IBC(256, 100, "alexnet", 227)
+    load_checkpoint(m, tmp_path / "ibc.pth.tar")
+    assert torch.equal(m.enc_style.conv_basic[0].weight, ref.enc_style.conv_basic[0].weight)
+    assert infer_architecture(tmp_path / "ibc.pth.tar")["backbone"] == "alexnet"
 
 
 def test_checkpoint_round_trip_and_clear_mismatch_errors(tmp_path):

@@ -72,14 +72,22 @@ class AlexEncoderDecouple(nn.Module):
         nn.init.kaiming_normal_(self.conv_last.weight)
         nn.init.zeros_(self.conv_last.bias)
         if base_classifier is not None:
+            # The official module keeps the whole torchvision AlexNet as `alexnet` and shares its features and
+            # classifier[:6] as conv_basic / pre_hash_layer; a state dict lists shared tensors under every name, so
+            # the authors' checkpoints carry `enc_style.alexnet.*` too. Registering the same modules here makes
+            # those checkpoints load strictly and ours load in their code.
+            self.alexnet = net
             self.pre_hash_layer = base_classifier[:6]
             if code_length == c:
                 self.classifier = copy.deepcopy(base_classifier[:6])
             else:
-                lin = nn.Linear(code_length * s * s, hidden)
-                nn.init.normal_(lin.weight, 0, 0.01)
-                nn.init.zeros_(lin.bias)
-                self.classifier = nn.Sequential(nn.Dropout(), lin, *copy.deepcopy(base_classifier[2:6]))
+                # official layout for K ≠ 256: fc1 (new, N(0, 0.01)) and fc2 (a copy of classifier[2:6]),
+                # wrapped as classifier = Sequential(Dropout, fc1, fc2)
+                self.fc1 = nn.Linear(code_length * s * s, hidden)
+                nn.init.normal_(self.fc1.weight, 0, 0.01)
+                nn.init.zeros_(self.fc1.bias)
+                self.fc2 = nn.Sequential(*copy.deepcopy(list(base_classifier.children())[2:6]))
+                self.classifier = nn.Sequential(nn.Dropout(), self.fc1, self.fc2)
         else:
             self.pre_hash_layer = _mlp6(flat, hidden)
             self.classifier = _mlp6(code_length * s * s, hidden)
