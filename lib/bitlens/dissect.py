@@ -308,7 +308,7 @@ def main(argv=None) -> int:
         arch = infer_architecture(args.checkpoint)
         size = args.input_size or (227 if arch["backbone"] == "alexnet" else 64)
         model = IBC(arch["code_length"], arch["num_classes"], arch["backbone"], size,
-                    arch["hidden"] if arch["backbone"] == "small" else None)
+                    arch["hidden"] if arch["backbone"] == "small" else None, alexnet_classes=arch["alexnet_classes"])
         load_checkpoint(model, args.checkpoint)
         res = dissect(model, Broden(args.broden), args.out, args.layer, size, args.quantile, args.threshold,
                       batch_size=args.batch_size, device=args.device)

@@ -49,12 +49,14 @@ def small_features() -> nn.Sequential:
 
 class AlexEncoderDecouple(nn.Module):
     def __init__(self, code_length: int, num_classes: int, backbone: str = "alexnet", input_size: int = 227,
-                 hidden: int | None = None, alexnet: nn.Module | None = None):
+                 hidden: int | None = None, alexnet: nn.Module | None = None, alexnet_classes: int = 1000):
         super().__init__()
         if backbone == "alexnet":
             import torchvision
 
-            net = alexnet if alexnet is not None else torchvision.models.alexnet(weights=None)
+            # alexnet_classes: 1000 for ImageNet weights, 365 for the Places365 AlexNet (SUN experiment)
+            net = alexnet if alexnet is not None else torchvision.models.alexnet(weights=None,
+                                                                                num_classes=alexnet_classes)
             self.conv_basic = net.features
             base_classifier = net.classifier
             hidden = 4096
@@ -98,10 +100,12 @@ class AlexEncoderDecouple(nn.Module):
 
 class IBC(nn.Module):
     def __init__(self, code_length: int = 256, num_classes: int = 100, backbone: str = "alexnet",
-                 input_size: int = 227, hidden: int | None = None, alexnet: nn.Module | None = None):
+                 input_size: int = 227, hidden: int | None = None, alexnet: nn.Module | None = None,
+                 alexnet_classes: int = 1000):
         super().__init__()
         self.code_length, self.num_classes, self.backbone = code_length, num_classes, backbone
-        self.enc_style = AlexEncoderDecouple(code_length, num_classes, backbone, input_size, hidden, alexnet)
+        self.enc_style = AlexEncoderDecouple(code_length, num_classes, backbone, input_size, hidden, alexnet,
+                                             alexnet_classes)
         self.GRM = nn.Parameter(torch.rand(num_classes, code_length))
 
     # -- pieces ----------------------------------------------------------------------
@@ -149,7 +153,8 @@ class IBC(nn.Module):
 
 
 def build_from_params(exp: dict, num_classes: int) -> IBC:
-    return IBC(exp["code_length"], num_classes, exp["backbone"], exp["crop"], exp.get("hidden") or None)
+    return IBC(exp["code_length"], num_classes, exp["backbone"], exp["crop"], exp.get("hidden") or None,
+               alexnet_classes=365 if exp.get("places365") else 1000)
 
 
 def load_alexnet_weights(path, places365: bool = False) -> nn.Module:
@@ -207,5 +212,7 @@ def infer_architecture(path) -> dict:
     C, K = sd["GRM"].shape
     first = sd["enc_style.conv_basic.0.weight"]
     backbone = "alexnet" if tuple(first.shape) == (64, 3, 11, 11) else "small"
+    head = sd.get("enc_style.alexnet.classifier.6.weight")
     return {"code_length": int(K), "num_classes": int(C), "backbone": backbone,
+            "alexnet_classes": int(head.shape[0]) if head is not None else 1000,
             "hidden": int(sd["enc_style.hash_layer.weight"].shape[1]), "meta": ck.get("meta", {})}
