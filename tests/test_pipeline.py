@@ -141,5 +141,5 @@ def test_paper_profile_without_data_stops_before_any_work(tmp_path):
 def test_list_shows_every_stage():
     out = subprocess.run([sys.executable, str(ROOT / "run_all.py"), "--list"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    for name in ("00_data", "12_bebr_eval", "22_ibc_dissect", "90_report"):
+    for name in ("00_data", "12_bebr_eval", "21_ibc_dissect", "90_report"):
         assert name in out.stdout

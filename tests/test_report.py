@@ -49,7 +49,7 @@ def test_verdicts_follow_the_tolerance():
 def test_report_lists_missing_stages_null_targets_and_embeds_images(results):
     s = report.build_report(results, TARGETS, None, "paper")
     md = (results / "report.md").read_text()
-    assert "| 21_ibc_eval" in md and "not run" in md
+    assert "| 22_ibc_eval" in md and "not run" in md
     assert "no published value" in md and "off by -0.032" in md and "reproduced" in md
     assert "ties **pessimistic**" in md
     page = (results / "report.html").read_text()
@@ -81,25 +81,25 @@ def test_tiny_profile_is_never_called_reproduced(tmp_path):
 
 
 def test_gallery_and_other_outputs_are_collected(results):
-    _write(results, "22_ibc_dissect", {"experiments": {}, "figures": ["x_bits.png"]})
+    _write(results, "21_ibc_dissect", {"experiments": {}, "figures": ["x_bits.png"]})
     from PIL import Image
 
-    Image.new("RGB", (4, 4), (0, 255, 0)).save(results / "22_ibc_dissect" / "x_bits.png")
+    Image.new("RGB", (4, 4), (0, 255, 0)).save(results / "21_ibc_dissect" / "x_bits.png")
     Image.new("RGB", (4, 4), (0, 0, 255)).save(results / "12_bebr_eval" / "extra.png")
     (results / "12_bebr_eval" / "bebr_ties.md").write_text("| a |\n|---|\n| 7 |\n")
     report.build_report(results, TARGETS, None, "paper")
     md = (results / "report.md").read_text()
     gallery = md.split("## Bit-interpretation gallery")[1].split("##")[0]
-    assert "22_ibc_dissect/x_bits.png" in gallery
+    assert "21_ibc_dissect/x_bits.png" in gallery
     assert "12_bebr_eval/extra.png" in md and "bebr_ties" in md
     assert (results / "report.html").read_text().count("data:image/png;base64,") == 3
 
 
 def test_listed_but_missing_figure_and_out_of_contract_metrics_are_named(results):
-    _write(results, "22_ibc_dissect", {"experiments": {}, "figures": ["gone.png"]})
+    _write(results, "21_ibc_dissect", {"experiments": {}, "figures": ["gone.png"]})
     report.build_report(results, TARGETS, None, "paper")
     assert "lists gone.png, which are not there" in (results / "report.md").read_text()
-    _write(results, "22_ibc_dissect", {"experiments": {}, "figures": []})
+    _write(results, "21_ibc_dissect", {"experiments": {}, "figures": []})
     _write(results, "12_bebr_eval", {"headline_ties": "expected", "rows": {
         "hash": {"bits": 8, "i2t": {"pessimistic": _recall(0.1, 0.2, 0.3)}}}})
     with pytest.raises(KeyError, match="12_bebr_eval/metrics.json: missing key 'i2t.expected'"):
@@ -120,7 +120,7 @@ def test_latest_benchmark_csv_wins(tmp_path):
 
 
 def test_counts_stay_integers_and_null_targets_read_as_a_dash(results):
-    _write(results, "22_ibc_dissect", {"experiments": {"imagenet100c": {
+    _write(results, "21_ibc_dissect", {"experiments": {"imagenet100c": {
         "units": 256, "interpretable": 22, "concepts": 5, "iou_threshold": 0.04, "per_category": {},
         "planted_coverage": None, "bit_groups": "bit_groups.json"}}, "figures": []})
     report.build_report(results, TARGETS, None, "paper")
@@ -128,7 +128,7 @@ def test_counts_stay_integers_and_null_targets_read_as_a_dash(results):
     row = next(r for r in head.splitlines() if "interpretable_units" in r)
     assert [c.strip() for c in row.strip("|").split("|")][3:] == ["—", "22", "—", "no published value"]
     class_map = next(r for r in head.splitlines() if "| class_map" in r)
-    assert "not run" in class_map  # 21_ibc_eval missing
+    assert "not run" in class_map  # 22_ibc_eval missing
 
 
 def test_a_failed_stage_is_flagged_from_the_manifest(results):

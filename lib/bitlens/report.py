@@ -73,8 +73,8 @@ IBC_METRICS = {"class_map": "class_map", "expert_bit_map": "expert_bit_map", "mi
 
 
 def ibc_rows(results: Path, targets: dict, comparable: bool) -> tuple[pd.DataFrame, str]:
-    ev = _metrics(results, "21_ibc_eval")
-    dis = _metrics(results, "22_ibc_dissect")
+    ev = _metrics(results, "22_ibc_eval")
+    dis = _metrics(results, "21_ibc_dissect")
     t = targets["ibc"]
     ours_exps = (ev or {}).get("experiments", {})
     # the tiny profile runs other experiments than the paper's: list only what ran there
@@ -87,14 +87,14 @@ def ibc_rows(results: Path, targets: dict, comparable: bool) -> tuple[pd.DataFra
         keys = [k for k in pub if k != "bits"] or ["class_map", "expert_bit_map", "mis", "interpretable_units"]
         for k in keys:
             if k == "interpretable_units":
-                val = _get(d, ("interpretable",), "22_ibc_dissect") if d else None
+                val = _get(d, ("interpretable",), "21_ibc_dissect") if d else None
             elif k.startswith("attribute_map_"):
                 val = (o or {}).get("attribute_map", {}).get(k[len("attribute_map_"):]) if o else None
             elif k.startswith("customized_map_"):
                 c = (o or {}).get("customized") or {}
                 val = c.get("map") if c.get("attribute") == k[len("customized_map_"):] else None
             else:
-                val = _get(o, (IBC_METRICS.get(k, k),), "21_ibc_eval") if o else None
+                val = _get(o, (IBC_METRICS.get(k, k),), "22_ibc_eval") if o else None
             p = pub.get(k)
             rows.append({"experiment": name, "metric": k, "bits": (o or {}).get("bits", pub.get("bits")),
                          "published": p, "ours": val,
@@ -172,26 +172,26 @@ def build_report(results, targets: dict, benchmarks=None, profile: str | None = 
     if tbl.exists():
         md += ["### Full BEBR table (both directions)", "", tbl.read_text().strip(), ""]
     md += ["## IBC — retrieval and interpretability", "", _fmt(ibc), "", ibc_note, ""]
-    tbl = results / "21_ibc_eval" / "ibc_table.md"
+    tbl = results / "22_ibc_eval" / "ibc_table.md"
     if tbl.exists():
         md += ["### Full IBC table", "", tbl.read_text().strip(), ""]
     figs = []
-    for stage, pattern in (("12_bebr_eval", "recall_vs_bits.png"), ("21_ibc_eval", "code_length_sweep.png")):
+    for stage, pattern in (("12_bebr_eval", "recall_vs_bits.png"), ("22_ibc_eval", "code_length_sweep.png")):
         figs += sorted((results / stage).glob(pattern))
     if figs:
         md += ["## Figures", ""] + [f"![{f.stem}]({f.relative_to(results)})" for f in figs] + [""]
     gallery, missing = dissect_figures(results)
-    md += ["## Bit-interpretation gallery (22_ibc_dissect)", ""]
+    md += ["## Bit-interpretation gallery (21_ibc_dissect)", ""]
     md += [f"![{f.stem}]({f.relative_to(results)})" for f in gallery] or ([] if missing else ["_not run_"])
     if missing:
         # one stage's stale outputs should not cost the whole report: say so where the figures would be
-        md += ["", f"**Missing:** 22_ibc_dissect/metrics.json lists {', '.join(missing)}, which are not there; "
-               "re-run the stage (`run_all.py --only 22_ibc_dissect`)."]
+        md += ["", f"**Missing:** 21_ibc_dissect/metrics.json lists {', '.join(missing)}, which are not there; "
+               "re-run the stage (`run_all.py --only 21_ibc_dissect`)."]
     md += [""]
-    cov = sorted((results / "22_ibc_dissect").glob("*_planted_coverage.md"))
+    cov = sorted((results / "21_ibc_dissect").glob("*_planted_coverage.md"))
     for c in cov:
         md += [f"### Planted concepts ({c.stem.split('_')[0]})", "", c.read_text().strip(), ""]
-    shown = {results / "12_bebr_eval" / "bebr_table.md", results / "21_ibc_eval" / "ibc_table.md", *figs, *gallery,
+    shown = {results / "12_bebr_eval" / "bebr_table.md", results / "22_ibc_eval" / "ibc_table.md", *figs, *gallery,
              *cov}
     md += other_outputs(results, shown)
     benches = latest_benchmarks(Path(benchmarks)) if benchmarks else []
@@ -232,10 +232,10 @@ def stage_statuses(results: Path) -> list[tuple[str, str]]:
 
 
 def dissect_figures(results: Path) -> tuple[list[Path], list[str]]:
-    """The figures 22_ibc_dissect lists in its metrics.json (in that order; else its PNGs by name), and the listed
+    """The figures 21_ibc_dissect lists in its metrics.json (in that order; else its PNGs by name), and the listed
     ones that are missing."""
-    folder = results / "22_ibc_dissect"
-    m = _metrics(results, "22_ibc_dissect")
+    folder = results / "21_ibc_dissect"
+    m = _metrics(results, "21_ibc_dissect")
     if m and m.get("figures"):
         return ([folder / f for f in m["figures"] if (folder / f).exists()],
                 [f for f in m["figures"] if not (folder / f).exists()])

@@ -16,7 +16,7 @@ class StageSpec:
     title: str
 
 
-# Order matters: it is the execution order. 22 runs before 21 because IBC
+# Order matters: it is the execution order. Dissection (21) runs before evaluation (22): IBC
 # customized retrieval uses the bit groups that dissection exports.
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("00_data", (), None, "Data: build or verify the profile's datasets"),
@@ -24,10 +24,10 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("11_bebr_train", ("10_bebr_features",), "bebr", "BEBR: train hash / bebr / float heads"),
     StageSpec("12_bebr_eval", ("11_bebr_train",), "bebr", "BEBR: COCO Recall@K table"),
     StageSpec("20_ibc_train", ("00_data",), "ibc", "IBC: train the interpretable hashing network"),
-    StageSpec("22_ibc_dissect", ("20_ibc_train",), "dissect", "IBC: Network Dissection of every bit"),
-    StageSpec("21_ibc_eval", ("20_ibc_train", "22_ibc_dissect"), "ibc", "IBC: codes, mAP tables, MIS"),
-    StageSpec("23_bit_browser", ("22_ibc_dissect", "21_ibc_eval"), "dissect", "IBC: bit browser widget"),
-    StageSpec("90_report", ("12_bebr_eval", "21_ibc_eval", "22_ibc_dissect"), None, "Reproduction report"),
+    StageSpec("21_ibc_dissect", ("20_ibc_train",), "dissect", "IBC: Network Dissection of every bit"),
+    StageSpec("22_ibc_eval", ("20_ibc_train", "21_ibc_dissect"), "ibc", "IBC: codes, mAP tables, MIS"),
+    StageSpec("23_bit_browser", ("21_ibc_dissect", "22_ibc_eval"), "dissect", "IBC: bit browser widget"),
+    StageSpec("90_report", ("12_bebr_eval", "22_ibc_eval", "21_ibc_dissect"), None, "Reproduction report"),
 )
 
 BY_NAME = {s.name: s for s in STAGES}
