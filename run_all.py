@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """Regenerate every table and figure of a profile: `python run_all.py [--profile tiny]`.
 
-Thin CLI over `bitlens.pipeline`; `python run_all.py --help` lists the options.
+A stage runs when what it depends on changed since it last finished (the params
+keys it reads, its notebook's code cells, the library, its upstream stages'
+outputs); otherwise it is skipped. Ctrl-C stops the running stage, leaves it
+unfinished and exits with status 130. Thin CLI over `bitlens.pipeline`.
 """
 from __future__ import annotations
 
@@ -12,20 +15,39 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))  # works before `pip install -e .` too
 
 from bitlens import config  # noqa: E402
-from bitlens.pipeline import Pipeline, StageFailed, summary_table  # noqa: E402
+from bitlens.pipeline import Pipeline, StageFailed, StageInterrupted, summary_table  # noqa: E402
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python run_all.py", description=__doc__, formatter_class=_Help)
+    ap.add_argument("--profile", default="tiny",
+                    help="params/<profile>.yaml (tiny, paper, released) or the path of a profile YAML")
+    ap.add_argument("--only", action="append", metavar="STAGE", default=None,
+                    help="run only this stage (repeatable); cannot be combined with --from")
+    ap.add_argument("--from", dest="start", metavar="STAGE", default=None,
+                    help="run this stage and every later one; cannot be combined with --only")
+    ap.add_argument("--force", action="store_true", default=False,
+                    help="re-run the selected stages from scratch even if up to date (training starts afresh)")
+    ap.add_argument("--list", action="store_true", default=False,
+                    help="list the profile's stages and whether each is up to date, then exit")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a params value, e.g. --set bebr.train.epochs=3 (repeatable)")
+    ap.add_argument("--results", metavar="DIR", default="results",
+                    help="results folder; the profile gets a subfolder")
+    return ap
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="tiny", help="params/<profile>.yaml (tiny, paper, released) or a YAML path")
-    ap.add_argument("--only", action="append", metavar="STAGE", help="run only this stage (repeatable)")
-    ap.add_argument("--from", dest="start", metavar="STAGE", help="run this stage and every later one")
-    ap.add_argument("--force", action="store_true", help="re-run stages even if they are up to date")
-    ap.add_argument("--list", action="store_true", help="list the profile's stages and whether each is up to date")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a params value, e.g. --set bebr.train.epochs=3 (repeatable)")
-    ap.add_argument("--results", metavar="DIR", help="results folder (default: results/); the profile gets a subfolder")
+    ap = parser()
     args = ap.parse_args(argv)
+    if args.only and args.start:
+        ap.error(f"--only and --from contradict each other (--only {' --only '.join(args.only)} --from {args.start}); "
+                 "give one of them")
+    pipe = None
     try:
         overrides = config.parse_set(args.set)
         pipe = Pipeline(profile=args.profile, overrides=overrides, results=args.results)
@@ -37,6 +59,12 @@ def main(argv=None) -> int:
     except (config.ParamsError, KeyError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
+    except StageInterrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted before any stage started; nothing was marked complete", file=sys.stderr)
+        return 130
     except StageFailed as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 1

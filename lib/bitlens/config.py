@@ -36,6 +36,20 @@ class Field:
     # a dataset/weights path the profile needs before any work; `hint` says where to get it
     data_path: bool = False
     hint: str = ""
+    # inclusive bounds of a number (counts ≥ 1, rates in (0, 1], ...); None = unbounded
+    min: float | None = None
+    max: float | None = None
+    above: float | None = None  # exclusive lower bound (rates, temperatures: > 0)
+
+    def out_of_range(self, value: float) -> bool:
+        return ((self.min is not None and value < self.min) or (self.max is not None and value > self.max)
+                or (self.above is not None and value <= self.above))
+
+    def range_text(self) -> str:
+        low = (f"greater than {self.above:g}" if self.above is not None else
+               f"at least {self.min:g}" if self.min is not None else "")
+        high = f"at most {self.max:g}" if self.max is not None else ""
+        return " and ".join(x for x in (low, high) if x)
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,9 @@ def _coerce(value: Any, f: Field, key: str) -> Any:
     if f.choices is not None and value not in f.choices:
         raise ParamsError(f"params key '{key}' = {value!r} is not one of the valid choices: "
                           + ", ".join(repr(c) for c in f.choices))
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and f.out_of_range(value):
+        raise ParamsError(f"params key '{key}' = {value!r} is out of range: it must be {f.range_text()}"
+                          + (f" ({f.help})" if f.help else ""))
     if isinstance(value, list) and f.item_type is not None:
         out = []
         for i, item in enumerate(value):
@@ -190,9 +207,24 @@ def profile_path(profile: str, root: str | os.PathLike | None = None) -> Path:
         return p.resolve()
     path = root / "params" / f"{profile}.yaml"
     if not path.exists():
-        known = sorted(x.stem for x in (root / "params").glob("*.yaml"))
+        known = list_profiles(root)
         raise ParamsError(f"unknown profile '{profile}': {path} does not exist. Valid profiles: {', '.join(known)}")
     return path
+
+
+def list_profiles(root: str | os.PathLike | None = None) -> list[str]:
+    """Names of the profiles in `params/`: the YAML files with a top-level `profile:` key
+    (`paper_targets.yaml` holds published numbers, not a profile)."""
+    root = Path(root) if root else find_root()
+    out = []
+    for x in sorted((root / "params").glob("*.yaml")):
+        try:
+            data = yaml.safe_load(x.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and "profile" in data:
+            out.append(x.stem)
+    return out
 
 
 def load_params(profile: str = "tiny", overrides: Mapping[str, Any] | Sequence[str] | None = None,

@@ -1,15 +1,21 @@
 """Run the profile's notebooks in order with papermill, skipping stages that are up to date.
 
-A stage is up to date when its notebook, the resolved params, the library's
-source and its upstream stages are unchanged since its last successful run
-(one fingerprint, stored in `<stage>/.stage.json`). The marker is removed before
-a stage runs and written only after it succeeded, so a half-finished stage is
-never mistaken for a finished one.
+A stage is up to date when its completion marker (`<stage>/.stage.json`)
+carries the fingerprint it has now (`bitlens.fingerprint`: the params it reads,
+its notebook's code cells, the library, its upstream stages' output digests).
+Fingerprints are computed just before each stage would run, so an upstream that
+re-ran with identical outputs leaves its dependents cached and one whose outputs
+changed re-runs them. The marker is removed before a stage runs and written only
+after it succeeded, so a failed or interrupted stage is never taken as finished.
+
+The run manifest (`run_manifest.json`: commit, device, packages, seed, seconds
+per stage) is rewritten before and after every stage, so the report stage reads
+the record of the run it is part of.
 """
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -19,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bitlens import __version__, config, io
-from bitlens.stage import COMPLETE_MARKER
+from bitlens import __version__, config, fingerprint, io
+from bitlens.progress import PREFIX as PROGRESS_PREFIX
+from bitlens.stage import COMPLETE_MARKER, PIPELINE_ENV
 from bitlens.stages import STAGES, StageSpec
 
 
@@ -28,6 +35,10 @@ class StageFailed(RuntimeError):
     def __init__(self, stage: str, message: str):
         super().__init__(message)
         self.stage = stage
+
+
+class StageInterrupted(StageFailed):
+    """Ctrl-C during a stage: it is left incomplete (no marker)."""
 
 
 @dataclass
@@ -40,26 +51,25 @@ class StageResult:
 
 
 def library_fingerprint() -> str:
-    """Hash of every source file of the installed bitlens package (code changes invalidate caches)."""
-    pkg = Path(__file__).resolve().parent
-    h = hashlib.sha256(__version__.encode())
-    for p in sorted(pkg.rglob("*")):
-        if p.suffix in (".py", ".yaml", ".json") and "__pycache__" not in p.parts:
-            h.update(str(p.relative_to(pkg)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
+    return fingerprint.library_digest()
 
 
-def git_commit(root: Path) -> str | None:
+def git_state(root: Path) -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout; (None, None) outside git."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if out.returncode == 0:
             dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                    capture_output=True, text=True, timeout=10).stdout.strip()
-            return out.stdout.strip() + ("-dirty" if dirty else "")
+            return out.stdout.strip(), bool(dirty)
     except (OSError, subprocess.SubprocessError):
         pass
-    return None
+    return None, None
+
+
+def git_commit(root: Path) -> str | None:
+    commit, dirty = git_state(root)
+    return None if commit is None else commit + ("-dirty" if dirty else "")
 
 
 def package_versions() -> dict[str, str]:
@@ -141,6 +151,9 @@ class Pipeline:
         return out
 
     def select(self, only: Sequence[str] | None = None, start: str | None = None) -> list[StageSpec]:
+        if only and start:
+            raise config.ParamsError(f"--only and --from contradict each other (--only {' --only '.join(only)} "
+                                     f"--from {start}); give one of them")
         enabled = self.enabled_stages()
         names = [s.name for s in enabled]
         for n in list(only or []) + ([start] if start else []):
@@ -153,37 +166,34 @@ class Pipeline:
         return enabled
 
     # -- fingerprints ----------------------------------------------------------
-    def fingerprint(self, spec: StageSpec, lib: str, upstream: Mapping[str, str]) -> str:
-        nb = self.notebooks_dir / f"{spec.name}.ipynb"
-        h = hashlib.sha256()
-        h.update(nb.read_bytes() if nb.exists() else b"<missing notebook>")
-        h.update(json.dumps(self.params, sort_keys=True, default=str).encode())
-        h.update(lib.encode())
-        for d in spec.deps:
-            h.update(f"{d}={upstream.get(d, '')}".encode())
-        return h.hexdigest()
+    def notebook(self, name: str) -> Path:
+        return self.notebooks_dir / f"{name}.ipynb"
+
+    def fingerprint(self, spec: StageSpec, lib: str | None = None) -> str:
+        """The stage's fingerprint now, from the outputs its upstream stages hold now."""
+        return fingerprint.fingerprint_now(spec, self.params, self.notebook(spec.name), self.results_dir, lib)
 
     def marker(self, name: str) -> Path:
         return self.results_dir / name / COMPLETE_MARKER
 
     def stored_fingerprint(self, name: str) -> str | None:
-        m = self.marker(name)
-        if not m.exists() or not (m.parent / "metrics.json").exists():
-            return None
-        try:
-            return json.loads(m.read_text()).get("fingerprint")
-        except (OSError, json.JSONDecodeError):
-            return None
+        m = fingerprint.read_marker(self.results_dir / name)
+        return None if m is None else m["fingerprint"]
 
     def plan(self) -> list[tuple[StageSpec, str, bool]]:
-        """(stage, fingerprint, up to date) for every enabled stage, in order."""
+        """(stage, fingerprint, up to date) for every enabled stage, in order.
+
+        A stage whose upstream is to run is listed as to run: whether it must really
+        re-run is known only once the upstream has produced its outputs.
+        """
         lib = library_fingerprint()
-        fps: dict[str, str] = {}
-        out = []
+        out, stale = [], set()
         for spec in self.enabled_stages():
-            fp = self.fingerprint(spec, lib, fps)
-            fps[spec.name] = fp
-            out.append((spec, fp, self.stored_fingerprint(spec.name) == fp))
+            fp = self.fingerprint(spec, lib)
+            fresh = self.stored_fingerprint(spec.name) == fp and not (stale & set(spec.deps))
+            if not fresh:
+                stale.add(spec.name)
+            out.append((spec, fp, fresh))
         return out
 
     # -- checks ----------------------------------------------------------------
@@ -199,68 +209,84 @@ class Pipeline:
 
     # -- running ---------------------------------------------------------------
     def run(self, only: Sequence[str] | None = None, start: str | None = None, force: bool = False) -> list[StageResult]:
+        selected_specs = self.select(only, start)
         self.check_data()
-        selected = {s.name for s in self.select(only, start)}
+        selected = {s.name for s in selected_specs}
         self.results_dir.mkdir(parents=True, exist_ok=True)
         io.write_text(self.results_dir / "params.resolved.yaml", config.dump_params(self.params))
         kernel = _kernel_name(self.params["pipeline"]["kernel"])
+        self._run_started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self._record = self._run_record()
         results: list[StageResult] = []
-        plan = self.plan()
-        total = sum(1 for s, _, _ in plan if s.name in selected)
-        i = 0
-        for spec, fp, fresh in plan:
-            if spec.name not in selected:
-                continue
-            i += 1
-            if fresh and not force:
-                self.log(f"[{i}/{total}] {spec.name}: up to date (notebook, params and library unchanged) — skipped")
+        lib = library_fingerprint()
+        todo = [s for s in self.enabled_stages() if s.name in selected]
+        for i, spec in enumerate(todo, 1):
+            fp = self.fingerprint(spec, lib)
+            if not force and self.stored_fingerprint(spec.name) == fp:
+                self.log(f"[{i}/{len(todo)}] {spec.name}: up to date (params it reads, code cells, library and "
+                         f"upstream outputs unchanged) — skipped")
                 results.append(StageResult(spec.name, "cached", 0.0, self._out_nb(spec.name)))
                 continue
-            self.log(f"[{i}/{total}] {spec.name}: running — {spec.title}")
-            res = self._execute(spec, fp, kernel)
+            self.log(f"[{i}/{len(todo)}] {spec.name}: running — {spec.title}" + (" (--force: from scratch)" if force else ""))
+            self._write_manifest(results + [StageResult(spec.name, "running")])
+            try:
+                res = self._execute(spec, fp, kernel, force)
+            except StageFailed as e:
+                status = "interrupted" if isinstance(e, StageInterrupted) else "failed"
+                self._write_manifest(results + [StageResult(spec.name, status, getattr(e, "seconds", 0.0),
+                                                            self._out_nb(spec.name), str(e))])
+                raise
             results.append(res)
-            self.log(f"[{i}/{total}] {spec.name}: done in {res.seconds:.1f}s")
+            self.log(f"[{i}/{len(todo)}] {spec.name}: done in {res.seconds:.1f}s")
         self._write_manifest(results)
         return results
 
     def _out_nb(self, name: str) -> Path:
         return self.results_dir / "notebooks" / f"{name}.ipynb"
 
-    def _execute(self, spec: StageSpec, fp: str, kernel: str) -> StageResult:
+    def _execute(self, spec: StageSpec, fp: str, kernel: str, force: bool = False) -> StageResult:
         import papermill as pm
 
-        nb_in = self.notebooks_dir / f"{spec.name}.ipynb"
+        nb_in = self.notebook(spec.name)
         if not nb_in.exists():
             raise StageFailed(spec.name, f"stage {spec.name}: notebook {nb_in} does not exist")
         nb_out = self._out_nb(spec.name)
         nb_out.parent.mkdir(parents=True, exist_ok=True)
         stage_dir = self.results_dir / spec.name
         stage_dir.mkdir(parents=True, exist_ok=True)
-        marker = self.marker(spec.name)
-        if marker.exists():
-            marker.unlink()
-        env_before = {k: os.environ.get(k) for k in ("BITLENS_PROGRESS", "BITLENS_ROOT", "BITLENS_RESULTS", "MPLBACKEND")}
-        os.environ["BITLENS_RESULTS"] = str(self.results_dir.parent)
-        os.environ["BITLENS_PROGRESS"] = os.environ.get("BITLENS_PROGRESS_PIPELINE", "log")
-        os.environ["BITLENS_ROOT"] = str(self.root)
-        os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+        fingerprint.clear_marker(stage_dir)
+        env = {"BITLENS_RESULTS": str(self.results_dir.parent),
+               "BITLENS_PROGRESS": os.environ.get("BITLENS_PROGRESS_PIPELINE", "log"),
+               "BITLENS_ROOT": str(self.root), PIPELINE_ENV: "1",
+               "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+        env_before = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         t0 = time.perf_counter()
         try:
-            pm.execute_notebook(
-                str(nb_in), str(nb_out),
-                parameters={"profile": self.profile, "overrides": dict(self.overrides), "root": str(self.root)},
-                kernel_name=kernel, cwd=str(self.notebooks_dir), progress_bar=False,
-                execution_timeout=int(self.params["pipeline"]["cell_timeout"]), report_mode=False,
-            )
+            with _quiet_kernel_logs():
+                pm.execute_notebook(
+                    str(nb_in), str(nb_out),
+                    parameters={"profile": self.profile, "overrides": dict(self.overrides), "root": str(self.root),
+                                "force": bool(force)},
+                    kernel_name=kernel, cwd=str(self.notebooks_dir), progress_bar=False,
+                    execution_timeout=int(self.params["pipeline"]["cell_timeout"]), report_mode=False,
+                    stderr_file=_ProgressLines(spec.name, self.log),
+                    # the kernel's own log (e.g. ipykernel's TCP-transport notice) is not the stage's business
+                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+                )
+        except KeyboardInterrupt:
+            raise self._interrupted(spec, t0) from None
         except pm.PapermillExecutionError as e:
-            secs = time.perf_counter() - t0
+            if e.ename == "KeyboardInterrupt":
+                raise self._interrupted(spec, t0) from None
             cell = _source_cell_index(nb_out, e.cell_index)
             msg = (f"stage {spec.name} failed in notebook {nb_in}\n"
                    f"  cell {cell} (0-based, in {nb_in.name}; In [{e.exec_count}] in the executed notebook): "
                    f"{e.ename}: {e.evalue}\n"
                    f"  executed notebook with the traceback: {nb_out}")
-            self._write_manifest([StageResult(spec.name, "failed", secs, nb_out, msg)])
-            raise StageFailed(spec.name, msg) from None
+            err = StageFailed(spec.name, msg)
+            err.seconds = time.perf_counter() - t0
+            raise err from None
         except Exception as e:  # kernel died, timeout, missing kernel...
             msg = (f"stage {spec.name} failed in notebook {nb_in}: {type(e).__name__}: {e}\n"
                    f"  executed notebook (may be partial): {nb_out}")
@@ -275,30 +301,80 @@ class Pipeline:
         if not (stage_dir / "metrics.json").exists():
             raise StageFailed(spec.name, f"stage {spec.name} finished but wrote no {stage_dir / 'metrics.json'}; "
                                          f"its notebook must end with stage.write_metrics(...)")
-        io.write_json(marker, {"fingerprint": fp, "seconds": round(secs, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                               "notebook": str(nb_out)})
+        fingerprint.write_marker(stage_dir, fp, by="pipeline", seconds=round(secs, 2), notebook=str(nb_out),
+                                 forced=bool(force))
         return StageResult(spec.name, "ran", secs, nb_out)
 
+    def _interrupted(self, spec: StageSpec, t0: float) -> StageInterrupted:
+        fingerprint.clear_marker(self.results_dir / spec.name)
+        err = StageInterrupted(spec.name, f"interrupted during stage {spec.name}; it is not marked complete. "
+                                          f"Re-run it with: python run_all.py --profile {self.profile} --from {spec.name}")
+        err.seconds = time.perf_counter() - t0
+        return err
+
+    def _run_record(self) -> dict:
+        commit, dirty = git_state(self.root)
+        return {"profile": self.profile, "seed": self.params["seed"], "git_commit": commit, "git_dirty": dirty,
+                "library_version": __version__, "device": device_description(), "packages": package_versions()}
+
     def _write_manifest(self, results: Sequence[StageResult]) -> None:
-        path = self.results_dir / "run_manifest.json"
-        old = {}
-        if path.exists():
-            try:
-                old = json.loads(path.read_text()).get("stages", {})
-            except (OSError, json.JSONDecodeError):
-                old = {}
+        """The record of this run: every selected stage so far, with its status and seconds."""
+        stages: dict[str, Any] = {}
+        done = {r.name for r in results}
+        for spec in self.enabled_stages():  # stages this run does not (or not yet) touch: their last run
+            if spec.name not in done:
+                m = fingerprint.read_marker(self.results_dir / spec.name) or {}
+                stages[spec.name] = {"status": "not run", "seconds": 0.0, "last_run_seconds": m.get("seconds")}
         for r in results:
-            entry = {"status": r.status, "seconds": round(r.seconds, 2)}
-            if r.status == "cached" and r.name in old:
-                entry["last_run_seconds"] = old[r.name].get("seconds", old[r.name].get("last_run_seconds"))
+            entry: dict[str, Any] = {"status": r.status, "seconds": round(r.seconds, 2)}
+            if r.status == "cached":
+                m = fingerprint.read_marker(self.results_dir / r.name) or {}
+                if m.get("seconds") is not None:
+                    entry["last_run_seconds"] = m["seconds"]
             if r.detail:
                 entry["detail"] = r.detail
-            old[r.name] = entry
-        io.write_json(path, {
-            "profile": self.profile, "seed": self.params["seed"], "git_commit": git_commit(self.root),
-            "library_version": __version__, "device": device_description(), "packages": package_versions(),
-            "written": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": old,
-        })
+            stages[r.name] = entry
+        order = [s.name for s in self.enabled_stages()]
+        stages = {k: stages[k] for k in sorted(stages, key=lambda k: order.index(k) if k in order else len(order))}
+        record = getattr(self, "_record", None) or self._run_record()
+        io.write_json(self.results_dir / "run_manifest.json", {
+            **record, "started": getattr(self, "_run_started", None),
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": stages})
+
+
+class _ProgressLines:
+    """papermill's stderr sink: passes the notebook's progress lines to the pipeline log, drops the rest
+    (warnings and tracebacks stay in the executed notebook)."""
+
+    def __init__(self, stage: str, log):
+        self.stage, self.log, self._buf = stage, log, ""
+
+    def write(self, text: str) -> None:
+        self._buf += text
+        *lines, self._buf = self._buf.split("\n")
+        for line in lines:
+            if line.startswith(PROGRESS_PREFIX):
+                self.log(f"    {self.stage} {line[len(PROGRESS_PREFIX):].strip()}")
+
+    def flush(self) -> None:
+        pass
+
+
+class _quiet_kernel_logs:
+    """Keep the run log to the pipeline's own lines: papermill, nbclient and traitlets log at WARNING
+    about things a user cannot act on (and print tracebacks when Ctrl-C stops a kernel)."""
+
+    names = ("papermill", "nbclient", "traitlets", "asyncio", "jupyter_client")
+
+    def __enter__(self):
+        self._levels = {n: logging.getLogger(n).level for n in self.names}
+        for n in self.names:
+            logging.getLogger(n).setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        for n, lvl in self._levels.items():
+            logging.getLogger(n).setLevel(lvl)
+        return False
 
 
 def _source_cell_index(executed: Path, fallback: int) -> int:

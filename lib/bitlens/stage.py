@@ -7,18 +7,30 @@ A notebook starts with
 and then reads upstream results with `stage.input("11_bebr_train")`, writes
 tables/figures with `stage.save_table` / `stage.save_figure`, and ends with
 `stage.write_metrics({...})`. Every write is atomic (temp file + rename).
+
+Completion: under `run_all.py` the pipeline marks a stage complete after its
+notebook succeeded. Run by hand (JupyterLab, *Run All*), the notebook removes the
+stage's old marker when it starts and `write_metrics` writes a new one at the
+end, so a hand-run stage counts as done for its dependents and for `run_all.py`,
+and a hand-run stage that stopped half-way never does.
 """
 from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from bitlens import config, io
+from bitlens import config, fingerprint, io
 from bitlens.stages import stage_spec
 
-COMPLETE_MARKER = ".stage.json"  # written by the pipeline once the stage finished
+COMPLETE_MARKER = fingerprint.MARKER
+PIPELINE_ENV = "BITLENS_PIPELINE"  # set by the pipeline: it, not the notebook, marks the stage complete
+
+
+def under_pipeline() -> bool:
+    return os.environ.get(PIPELINE_ENV) == "1"
 
 
 class Stage:
@@ -33,6 +45,13 @@ class Stage:
         self.results = (base if base.is_absolute() else self.root / base) / self.profile
         self.dir = self.results / name
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.overrides = dict(overrides or {})
+        if not under_pipeline():
+            fingerprint.clear_marker(self.dir)  # this run replaces the results: not complete until it ends
+
+    @property
+    def notebook(self) -> Path:
+        return self.root / "notebooks" / f"{self.name}.ipynb"
 
     # -- paths -----------------------------------------------------------------
     def path(self, value: str | os.PathLike) -> Path:
@@ -40,12 +59,24 @@ class Stage:
         return config.resolve_path(value, self.root)
 
     def input(self, stage: str) -> Path:
-        """Folder of an upstream stage; a clear error if it has not produced results yet."""
+        """Folder of a finished upstream stage; a clear error if it never finished (no completion marker)."""
         d = self.results / stage
-        if not (d / "metrics.json").exists():
+        marker = fingerprint.read_marker(d)
+        if marker is None:
             raise FileNotFoundError(
-                f"stage {self.name} needs the results of {stage}, but {d / 'metrics.json'} does not exist. "
-                f"Run notebooks/{stage}.ipynb first, or: python run_all.py --profile {self.profile} --only {stage}")
+                f"stage {self.name} needs the results of stage {stage}, but {stage} has not finished "
+                f"(no completion marker {d / COMPLETE_MARKER}). Run stage {stage} first: "
+                f"python run_all.py --profile {self.profile} --only {stage}  (or open notebooks/{stage}.ipynb "
+                f"in JupyterLab and Run All)")
+        try:
+            spec = stage_spec(stage)
+        except KeyError:
+            return d
+        now = fingerprint.fingerprint_now(spec, self.params, self.root / "notebooks" / f"{stage}.ipynb", self.results)
+        if now != marker["fingerprint"]:
+            print(f"[bitlens] warning: the results of {stage} are out of date (its notebook, params, library or "
+                  f"upstream changed since it ran); re-run it: python run_all.py --profile {self.profile} "
+                  f"--from {stage}", file=sys.stderr)
         return d
 
     # -- runtime ---------------------------------------------------------------
@@ -82,7 +113,12 @@ class Stage:
 
     # -- writers ---------------------------------------------------------------
     def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
-        return io.write_json(self.dir / "metrics.json", {"stage": self.name, "profile": self.profile, **metrics})
+        """`metrics.json`, the stage's last write; run by hand, it also marks the stage complete."""
+        path = io.write_json(self.dir / "metrics.json", {"stage": self.name, "profile": self.profile, **metrics})
+        if not under_pipeline():
+            fp = fingerprint.fingerprint_now(self.spec, self.params, self.notebook, self.results)
+            fingerprint.write_marker(self.dir, fp, by="notebook")
+        return path
 
     def read_metrics(self, stage: str | None = None) -> dict:
         d = self.input(stage) if stage else self.dir

@@ -9,15 +9,13 @@ from bitlens import config
 
 
 def targets_path(value: str = "", root=None) -> Path:
-    """An explicit path, else `<checkout>/../shared/paper_targets.yaml`, else the copy in `params/`."""
+    """An explicit path (`report.targets`), else the checkout's `params/paper_targets.yaml`."""
     root = Path(root) if root else config.find_root()
-    candidates = [config.resolve_path(value, root)] if value else [root.parent / "shared" / "paper_targets.yaml",
-                                                                  root / "params" / "paper_targets.yaml"]
-    for c in candidates:
-        if c.exists():
-            return c
-    raise FileNotFoundError("paper_targets.yaml not found (looked at " + ", ".join(map(str, candidates)) +
-                            "); set report.targets to its path")
+    path = config.resolve_path(value, root) if value else root / "params" / "paper_targets.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"published numbers not found: {path} does not exist; restore "
+                                f"params/paper_targets.yaml from git or set report.targets to its path")
+    return path
 
 
 def load_targets(value: str = "", root=None) -> dict:

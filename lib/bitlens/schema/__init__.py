@@ -9,13 +9,13 @@ from bitlens.schema.report import REPORT
 PIPELINE = {
     "stages": Field(list, None, nullable=True, item_type=str,
                     help="stages this profile runs, in order; null = every stage"),
-    "cell_timeout": Field(int, 7200, help="seconds one notebook cell may run before the stage fails"),
+    "cell_timeout": Field(int, 7200, min=1, help="seconds one notebook cell may run before the stage fails"),
     "kernel": Field(str, "bitlens", help="Jupyter kernel the notebooks execute in"),
 }
 
 SCHEMA = {
     "profile": Field(str, choices=["tiny", "paper", "released"], help="profile name"),
-    "seed": Field(int, 0, help="global seed (each stage derives its own from it)"),
+    "seed": Field(int, 0, min=0, help="global seed (each stage derives its own from it)"),
     "device": Field(str, "auto", choices=["auto", "cpu", "cuda"], help="auto = CUDA when available"),
     "pipeline": PIPELINE,
     "data": DATA,

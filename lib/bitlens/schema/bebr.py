@@ -4,10 +4,10 @@ from bitlens.config import Field, MapOf
 TIES = ["pessimistic", "optimistic", "expected", "index"]
 
 HEAD = {
-    "out_dim": Field(int, help="output dims (hash: bits; bebr: dims per bit plane)"),
-    "u": Field(int, 0, help="recurrent steps; bit planes = u + 1"),
-    "hidden": Field(int, 2048, help="MLP hidden width (0 = a single Linear)"),
-    "blocks": Field(int, 1, help="Linear-BN-ReLU blocks per transformation"),
+    "out_dim": Field(int, min=1, help="output dims (hash: bits; bebr: dims per bit plane)"),
+    "u": Field(int, 0, min=0, help="recurrent steps; bit planes = u + 1"),
+    "hidden": Field(int, 2048, min=0, help="MLP hidden width (0 = a single Linear)"),
+    "blocks": Field(int, 1, min=1, help="Linear-BN-ReLU blocks per transformation"),
     "binary": Field(bool, True, help="sign with straight-through gradient (false = float baseline)"),
 }
 
@@ -17,25 +17,25 @@ BEBR = {
         "model": Field(str, "RN101", help="open_clip model name"),
         "pretrained": Field(str, "openai", help="open_clip pretrained tag or a local weights file"),
         "train_tiny": Field(bool, False, help="train the small bitlens-tiny-vit CLIP on the training captions first"),
-        "tiny_epochs": Field(int, 3),
-        "tiny_batch_size": Field(int, 128),
-        "tiny_lr": Field(float, 2e-3),
-        "batch_size": Field(int, 256, help="images / captions per feature batch"),
-        "num_workers": Field(int, 0, help="image decoding workers"),
+        "tiny_epochs": Field(int, 3, min=1),
+        "tiny_batch_size": Field(int, 128, min=1),
+        "tiny_lr": Field(float, 2e-3, above=0),
+        "batch_size": Field(int, 256, min=1, help="images / captions per feature batch"),
+        "num_workers": Field(int, 0, min=0, help="image decoding workers"),
     },
     "heads": MapOf(HEAD, help="named heads trained and evaluated (hash, bebr, float)"),
     "train": {
-        "epochs": Field(int, 10), "lr": Field(float, 0.08), "lr_step_epoch": Field(int, 6),
-        "gamma": Field(float, 0.1), "momentum": Field(float, 0.9), "nesterov": Field(bool, True),
-        "weight_decay": Field(float, 1e-3, help="not applied to biases / BatchNorm"),
-        "clip_grad": Field(float, 5.0), "batch_size": Field(int, 4096, help="samples per step (= 2 × pairs)"),
-        "tau": Field(float, 0.05, help="contrastive temperature"), "hard_k": Field(int, 5, help="hard negatives"),
-        "seed": Field(int, 0), "amp": Field(bool, False),
-        "nproc": Field(int, 1, help="GPUs: > 1 launches torchrun with DistributedDataParallel"),
+        "epochs": Field(int, 10, min=1), "lr": Field(float, 0.08, above=0), "lr_step_epoch": Field(int, 6, min=1),
+        "gamma": Field(float, 0.1, above=0, max=1), "momentum": Field(float, 0.9, min=0, max=1), "nesterov": Field(bool, True),
+        "weight_decay": Field(float, 1e-3, min=0, help="not applied to biases / BatchNorm"),
+        "clip_grad": Field(float, 5.0, above=0), "batch_size": Field(int, 4096, min=2, help="samples per step (= 2 × pairs)"),
+        "tau": Field(float, 0.05, above=0, help="contrastive temperature"), "hard_k": Field(int, 5, min=1, help="hard negatives"),
+        "seed": Field(int, 0, min=0), "amp": Field(bool, False),
+        "nproc": Field(int, 1, min=1, help="GPUs: > 1 launches torchrun with DistributedDataParallel"),
     },
     "eval": {
         "headline_ties": Field(str, "pessimistic", choices=TIES, help="tie policy of the headline table"),
-        "search_k": Field(int, 10, help="k of the timed top-k search"),
+        "search_k": Field(int, 10, min=1, help="k of the timed top-k search"),
     },
     "released": {
         "root": Field(str, "", data_path=True,

@@ -8,13 +8,13 @@ BRODEN_HINT = "Broden broden1_224 (NetDissect-Lite's script/dlbroden.sh); see da
 SHAPES = {
     "generate": Field(bool, False, help="build the Shapes world in stage 00_data (tiny profile)"),
     "root": Field(str, "data/shapes", help="where the Shapes world and its exports are written"),
-    "seed": Field(int, 0),
-    "image_size": Field(int, 64, help="image side in pixels"),
-    "n_train": Field(int, 2000, help="training images"),
-    "n_val": Field(int, 500, help="validation / query images"),
-    "n_broden": Field(int, 300, help="images in the Broden-format dissection set"),
-    "broden_mask_size": Field(int, 32, help="mask side of the Broden export (Broden: images 224, masks 112)"),
-    "max_objects": Field(int, 3),
+    "seed": Field(int, 0, min=0),
+    "image_size": Field(int, 64, min=8, help="image side in pixels"),
+    "n_train": Field(int, 2000, min=1, help="training images"),
+    "n_val": Field(int, 500, min=1, help="validation / query images"),
+    "n_broden": Field(int, 300, min=1, help="images in the Broden-format dissection set"),
+    "broden_mask_size": Field(int, 32, min=1, help="mask side of the Broden export (Broden: images 224, masks 112)"),
+    "max_objects": Field(int, 3, min=1),
 }
 
 IMAGELIST = {
@@ -24,8 +24,8 @@ IMAGELIST = {
     "test": Field(str, data_path=True, help="query list file"),
     "database": Field(str, "", data_path=True,
                       help="database list file; empty = the test list (IBC's protocol: query set = database)"),
-    "num_classes": Field(int, help="number of classes C"),
-    "num_attributes": Field(int, 0, help="attribute columns (SUN-style lists)"),
+    "num_classes": Field(int, min=1, help="number of classes C"),
+    "num_attributes": Field(int, 0, min=0, help="attribute columns (SUN-style lists)"),
     "attribute_names": Field(list, None, nullable=True, item_type=str, help="names of the attribute columns"),
     "hint": Field(str, "", help="where to obtain this dataset (printed when it is missing)"),
 }
