@@ -168,3 +168,48 @@ def test_bit_masks_rank_each_query_on_its_own_bits_across_word_boundaries():
         pos = np.flatnonzero(rel) + 1
         ap = (np.arange(1, len(pos) + 1) / pos).mean() if len(pos) else 0.0
         assert fast[q] == pytest.approx(ap), q
+
+
+native_built = pytest.mark.skipif(metrics._native_map() is None, reason="compiled mAP kernel not built")
+
+
+@native_built
+@pytest.mark.parametrize("bits", [1, 6, 64, 70, 256])
+@pytest.mark.parametrize("self_match", [None, "nonrelevant", "relevant", "drop"])
+@pytest.mark.parametrize("topk", [None, 1, 7])
+def test_native_map_is_bit_identical_to_numpy_with_many_ties(bits, self_match, topk):
+    rng = np.random.default_rng(bits)
+    Bq = np.where(rng.random((57, bits)) > 0.5, 1, -1)
+    lab = rng.integers(0, 4, 57)
+    kw = dict(self_match=self_match, topk=topk, per_query=True)
+    a = metrics.mean_average_precision(Bq, Bq, lab, lab, backend="native", **kw)
+    b = metrics.mean_average_precision(Bq, Bq, lab, lab, backend="numpy", chunk_size=10, **kw)
+    np.testing.assert_array_equal(a, b)
+    assert a.max() > 0 or (topk == 1 and self_match == "nonrelevant")
+
+
+@native_built
+def test_native_map_with_bit_masks_split_sets_and_string_labels():
+    rng = np.random.default_rng(5)
+    Q = np.where(rng.random((20, 130)) > 0.5, 1, -1)
+    D = np.where(rng.random((33, 130)) > 0.5, 1, -1)
+    ql, dl = rng.choice(["cat", "dog", "eel"], 20), rng.choice(["cat", "dog", "eel"], 33)
+    masks = rng.random((20, 130)) > 0.8
+    for m in (None, masks):
+        a = metrics.mean_average_precision(Q, D, ql, dl, bit_masks=m, backend="native", per_query=True)
+        b = metrics.mean_average_precision(Q, D, ql, dl, bit_masks=m, backend="numpy", per_query=True)
+        np.testing.assert_array_equal(a, b)
+
+
+@native_built
+def test_native_map_hand_built_ranking():
+    # query 0 against B: distances [0, 0, 1, 0] → stable order 0, 1, 3, 2; relevant items 0, 3, 2 at ranks 1, 3, 4
+    ap = metrics.mean_average_precision(B[:1], B, LAB[:1], LAB, backend="native", per_query=True)
+    assert ap[0] == pytest.approx((1 / 1 + 2 / 3 + 3 / 4) / 3)
+    ap = metrics.mean_average_precision(B, B, LAB, LAB, self_match="nonrelevant", backend="native", per_query=True)
+    np.testing.assert_allclose(ap, [5 / 12, 0, 0.5, 0.75])
+
+
+def test_map_backend_names_are_checked():
+    with pytest.raises(ValueError, match="unknown mAP backend"):
+        metrics.mean_average_precision(B, B, LAB, LAB, backend="gpu")

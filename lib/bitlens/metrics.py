@@ -185,40 +185,52 @@ def _hamming_block(Qp: np.ndarray, Dp: np.ndarray) -> np.ndarray:
     return d.astype(np.uint16)
 
 
-def mean_average_precision(query_codes, db_codes, query_labels=None, db_labels=None, *, relevance=None,
-                           topk: int | None = None, self_match: str | None = None, bit_masks=None,
-                           chunk_size: int = 256, per_query: bool = False):
-    """mAP over Hamming ranking of ±1 codes with Matlab `compute_map.m` semantics.
+SELF_MODES = {None: 0, "nonrelevant": 1, "relevant": 2, "drop": 3}
+NATIVE_BLOCK = 2048  # queries per kernel call: one progress step
 
-    relevance: a boolean (nq, nd) matrix, or None to use label equality
-    (single-label vectors). self_match (query set = database, query i = item i):
-    None (nothing special), "nonrelevant" (the query's own item stays in the
-    ranking but never counts — the official class mAP), "relevant" (it counts —
-    the official attribute mAP), "drop" (removed from the ranking).
-    bit_masks: per-query boolean (nq, K) masks: rank each query on its own bits.
-    topk: mAP@K (AP over the first K positions, normalised by the relevant items found there).
-    """
-    Q = _pm1(query_codes, "query codes")
-    D = _pm1(db_codes, "database codes")
-    if Q.shape[1] != D.shape[1]:
-        raise ValueError(f"query codes have {Q.shape[1]} bits but database codes {D.shape[1]}")
+
+def _native_map():
+    """The compiled kernel module, or None when it is not built (BITLENS_NATIVE=0 forces None)."""
+    import os
+
+    if os.environ.get("BITLENS_NATIVE", "1") == "0":
+        return None
+    try:
+        from bitlens.native import _map
+    except ImportError:
+        return None
+    return _map
+
+
+def _words(bits: np.ndarray) -> np.ndarray:
+    """(rows, K) booleans → (rows, ceil(K/64)) uint64 words; padding bits are 0 on both sides, so never count."""
+    packed = np.packbits(bits, axis=1)
+    pad = (-packed.shape[1]) % 8
+    if pad:
+        packed = np.pad(packed, ((0, 0), (0, pad)))
+    return np.ascontiguousarray(packed).view(np.uint64)
+
+
+def _native_average_precisions(native, Q, D, ql, dl, self_match, topk, bit_masks) -> np.ndarray:
+    # labels of any kind (ints, strings) become dense integer ids: only equality matters
+    _, ids = np.unique(np.concatenate([np.asarray(ql).ravel(), np.asarray(dl).ravel()]), return_inverse=True)
+    qid, did = ids[:len(ql)].astype(np.int64), ids[len(ql):].astype(np.int64)
+    Qw, Dw = _words(Q > 0), _words(D > 0)
+    Mw = _words(bit_masks) if bit_masks is not None else None
+    nq = Q.shape[0]
+    aps = np.zeros(nq)
+    starts = range(0, nq, NATIVE_BLOCK)
+    for a in progress(starts, desc="mAP", total=len(starts), disable=len(starts) < 4 or None):
+        b = min(nq, a + NATIVE_BLOCK)
+        out = np.zeros(b - a)
+        native.average_precisions(Qw[a:b], Dw, qid[a:b], did, None if Mw is None else Mw[a:b], out,
+                                  Qw.shape[1], a, SELF_MODES[self_match], Q.shape[1], topk or 0, 0)
+        aps[a:b] = out
+    return aps
+
+
+def _numpy_average_precisions(Q, D, ql, dl, relevance, self_match, topk, bit_masks, chunk_size) -> np.ndarray:
     nq, nd = Q.shape[0], D.shape[0]
-    if self_match not in (None, "nonrelevant", "relevant", "drop"):
-        raise ValueError(f"unknown self_match {self_match!r}; valid: None, 'nonrelevant', 'relevant', 'drop'")
-    if self_match and nq != nd:
-        raise ValueError(f"self_match={self_match!r} needs query set = database, got {nq} queries and {nd} items")
-    if relevance is None:
-        if query_labels is None or db_labels is None:
-            raise ValueError("give query_labels and db_labels, or a relevance matrix")
-        ql, dl = _labels(query_labels, nq, "query_labels"), _labels(db_labels, nd, "db_labels")
-    else:
-        relevance = np.asarray(relevance, dtype=bool)
-        if relevance.shape != (nq, nd):
-            raise ValueError(f"relevance matrix has shape {relevance.shape}, expected ({nq}, {nd})")
-    if bit_masks is not None:
-        bit_masks = np.asarray(bit_masks, dtype=bool)
-        if bit_masks.shape != Q.shape:
-            raise ValueError(f"bit_masks must have shape {Q.shape} (one mask per query), got {bit_masks.shape}")
     aps = np.zeros(nq)
     # already validated as ±1 above, so pack directly (bit 1 ↔ +1, as bitlens.codes.pack)
     Dp = np.packbits(D > 0, axis=1)
@@ -259,6 +271,57 @@ def mean_average_precision(query_codes, db_codes, query_labels=None, db_labels=N
         for _ in progress(pool.map(block, starts), desc="mAP", total=len(starts),
                           disable=len(starts) < 8 or None):
             pass
+    return aps
+
+
+def mean_average_precision(query_codes, db_codes, query_labels=None, db_labels=None, *, relevance=None,
+                           topk: int | None = None, self_match: str | None = None, bit_masks=None,
+                           chunk_size: int = 256, per_query: bool = False, backend: str = "auto"):
+    """mAP over Hamming ranking of ±1 codes with Matlab `compute_map.m` semantics.
+
+    relevance: a boolean (nq, nd) matrix, or None to use label equality
+    (single-label vectors). self_match (query set = database, query i = item i):
+    None (nothing special), "nonrelevant" (the query's own item stays in the
+    ranking but never counts — the official class mAP), "relevant" (it counts —
+    the official attribute mAP), "drop" (removed from the ranking).
+    bit_masks: per-query boolean (nq, K) masks: rank each query on its own bits.
+    topk: mAP@K (AP over the first K positions, normalised by the relevant items found there).
+    backend: "native" (the compiled kernel, label relevance only), "numpy", or "auto" (native when built and
+    applicable). Both give bit-identical APs.
+    """
+    Q = _pm1(query_codes, "query codes")
+    D = _pm1(db_codes, "database codes")
+    if Q.shape[1] != D.shape[1]:
+        raise ValueError(f"query codes have {Q.shape[1]} bits but database codes {D.shape[1]}")
+    nq, nd = Q.shape[0], D.shape[0]
+    if self_match not in (None, "nonrelevant", "relevant", "drop"):
+        raise ValueError(f"unknown self_match {self_match!r}; valid: None, 'nonrelevant', 'relevant', 'drop'")
+    if self_match and nq != nd:
+        raise ValueError(f"self_match={self_match!r} needs query set = database, got {nq} queries and {nd} items")
+    if relevance is None:
+        if query_labels is None or db_labels is None:
+            raise ValueError("give query_labels and db_labels, or a relevance matrix")
+        ql, dl = _labels(query_labels, nq, "query_labels"), _labels(db_labels, nd, "db_labels")
+    else:
+        ql = dl = None
+        relevance = np.asarray(relevance, dtype=bool)
+        if relevance.shape != (nq, nd):
+            raise ValueError(f"relevance matrix has shape {relevance.shape}, expected ({nq}, {nd})")
+    if bit_masks is not None:
+        bit_masks = np.asarray(bit_masks, dtype=bool)
+        if bit_masks.shape != Q.shape:
+            raise ValueError(f"bit_masks must have shape {Q.shape} (one mask per query), got {bit_masks.shape}")
+    if backend not in ("auto", "native", "numpy"):
+        raise ValueError(f"unknown mAP backend {backend!r}; valid: 'auto', 'native', 'numpy'")
+    native = _native_map() if backend != "numpy" and relevance is None else None
+    if backend == "native" and native is None:
+        raise RuntimeError("the compiled mAP kernel (bitlens.native._map) is not built and label relevance is "
+                           "needed for it; run `make build` (or pip install -e .), or use backend='numpy'")
+    if native is not None:
+        aps = _native_average_precisions(native, Q, D, ql, dl, self_match, topk, bit_masks)
+    else:
+        aps = _numpy_average_precisions(Q, D, ql if relevance is None else None, dl if relevance is None else None,
+                                        relevance, self_match, topk, bit_masks, chunk_size)
     return aps if per_query else float(aps.mean()) if nq else 0.0
 
 
