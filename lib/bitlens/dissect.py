@@ -291,7 +291,7 @@ def dissect(model: torch.nn.Module, broden: Broden, out_dir, layer: str = "conv_
 
 
 def main(argv=None) -> int:
-    from bitlens.ibc.model import IBC, infer_architecture, load_checkpoint
+    from bitlens.ibc.model import infer_architecture, load_ibc_checkpoint
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", required=True, help="IBC checkpoint {'state_dict': ...} (ours or the authors')")
@@ -307,9 +307,7 @@ def main(argv=None) -> int:
     try:
         arch = infer_architecture(args.checkpoint)
         size = args.input_size or (227 if arch["backbone"] == "alexnet" else 64)
-        model = IBC(arch["code_length"], arch["num_classes"], arch["backbone"], size,
-                    arch["hidden"] if arch["backbone"] == "small" else None, alexnet_classes=arch["alexnet_classes"])
-        load_checkpoint(model, args.checkpoint)
+        model = load_ibc_checkpoint(args.checkpoint, size)
         res = dissect(model, Broden(args.broden), args.out, args.layer, size, args.quantile, args.threshold,
                       batch_size=args.batch_size, device=args.device)
     except (FileNotFoundError, ValueError) as e:

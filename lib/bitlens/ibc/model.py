@@ -1,119 +1,163 @@
-"""The IBC network (official `IBC` with `enc_style = AlexEncoderDecouple`), with the official state-dict layout.
+"""The IBC network (official `IBC` with `enc_style = AlexEncoderDecouple`), in the official state-dict layout.
 
-    feat      = conv_basic(x)                          AlexNet features (256×6×6 at 224/227 px)
-    conv_out  = relu(conv_last(feat))                  K filters = the K bits that get dissected
-    b         = sigmoid(hash_layer(pre_hash_layer(flatten(feat))))    the codes (binarised at evaluation)
-    real      = real_prediction(classifier(flatten(conv_out [⊙ GRM[y]])))
+    feat      = conv_basic(x)                                   AlexNet features: 256×6×6 at 224/227 px
+    conv_out  = relu(conv_last(feat))                           the K bit filters (what dissection examines)
+    b         = sigmoid(hash_layer(pre_hash_layer(flatten(feat))))   the codes; evaluation uses sign(b − 0.5)
+    real      = real_prediction(classifier(flatten(conv_out [⊙ GRM[y] per channel])))
     hash_pred = hash_prediction(b [⊙ GRM[y]])
 
-Keys: enc_style.{conv_basic, conv_last, classifier, pre_hash_layer, hash_layer, real_prediction.fc,
-hash_prediction.fc}.*, GRM; checkpoints are {'state_dict': ...}, so the authors' released checkpoints load
-unchanged. Backbones: `alexnet` (torchvision layout) and `small` (a little conv net for 64-px images with the
-same interface, for the tiny profile).
+The official module keeps the whole torchvision AlexNet as `enc_style.alexnet` and shares its `features` and
+`classifier[:6]` as `conv_basic` and `pre_hash_layer`; for K ≠ 256 it also keeps `fc1`/`fc2` beside the
+`classifier` that wraps them. A state dict lists a shared tensor under every name, so the authors' checkpoints
+hold all of these keys; this module registers the same submodules so they load with `strict=True` and ours load
+in their code. The `small` backbone (tiny profile) has the same interface without the AlexNet aliases.
 """
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+MISSING_LABEL = 99999
+BACKBONES = ("alexnet", "small")
+ALEXNET_HIDDEN = 4096
+SMALL_STRIDE = 8  # the small backbone maps a 64-px input to an 8×8 grid
 
-class _FC(nn.Module):
-    """A Linear under the attribute name `fc`, as the official prediction heads."""
 
-    def __init__(self, i: int, o: int):
+class IBCOutput(NamedTuple):
+    codes: torch.Tensor  # sigmoid codes (N, K)
+    conv_out: torch.Tensor  # relu(conv_last(features)) (N, K, s, s)
+    hash_logits: torch.Tensor  # hash_prediction(codes [⊙ GRM[y]])
+    real_logits: torch.Tensor  # real_prediction(classifier(conv_out [⊙ GRM[y]]))
+
+
+class LinearBlock(nn.Module):
+    """A Linear under the attribute name `fc`: the official prediction heads' layout (`*_prediction.fc.*`)."""
+
+    def __init__(self, in_dim: int, out_dim: int):
         super().__init__()
-        self.fc = nn.Linear(i, o)
+        self.fc = nn.Linear(in_dim, out_dim)
 
     def forward(self, x):
-        return self.fc(x)
+        return self.fc(x.flatten(1))
 
 
-def _mlp6(in_dim: int, hidden: int) -> nn.Sequential:
-    """AlexNet `classifier[:6]` shape: Dropout, Linear, ReLU, Dropout, Linear, ReLU (keys .1 and .4)."""
-    return nn.Sequential(nn.Dropout(), nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(),
+def _mlp6(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
+    """AlexNet's `classifier[:6]` shape (Dropout, Linear, ReLU, Dropout, Linear, ReLU: keys .1 and .4)."""
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
                          nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
 
 
-def small_features() -> nn.Sequential:
-    """A small conv net for 64-px images (BatchNorm so it trains in a few hundred CPU steps)."""
+def small_features(width: int = 64) -> nn.Sequential:
+    """A small conv net for 64-px images → width×8×8 (BatchNorm, so it trains in a few hundred CPU steps; the
+    resolution drops early so that a step costs a few million multiply-adds per image)."""
+    w = width
     return nn.Sequential(
-        nn.Conv2d(3, 32, 5, stride=2, padding=2), nn.BatchNorm2d(32), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # 64 → 8
-        nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+        nn.Conv2d(3, w // 2, 5, stride=2, padding=2), nn.BatchNorm2d(w // 2), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),  # 64 → 16
+        nn.Conv2d(w // 2, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # → 8
+        nn.Conv2d(w, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+        nn.Conv2d(w, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
     )
+
+
+def _kaiming_(module: nn.Module) -> None:
+    """The official trainer's `weights_init('kaiming')` on the heads: kaiming-normal fan-in weights, zero bias."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 class AlexEncoderDecouple(nn.Module):
     def __init__(self, code_length: int, num_classes: int, backbone: str = "alexnet", input_size: int = 227,
-                 hidden: int | None = None, alexnet: nn.Module | None = None, alexnet_classes: int = 1000):
+                 hidden: int | None = None, alexnet: nn.Module | None = None, alexnet_classes: int = 1000,
+                 width: int = 64, dropout: float = 0.5):
         super().__init__()
+        if code_length < 1:
+            raise ValueError(f"code_length must be ≥ 1, got {code_length}")
         if backbone == "alexnet":
             import torchvision
 
-            # alexnet_classes: 1000 for ImageNet weights, 365 for the Places365 AlexNet (SUN experiment)
-            net = alexnet if alexnet is not None else torchvision.models.alexnet(weights=None,
-                                                                                num_classes=alexnet_classes)
-            self.conv_basic = net.features
-            base_classifier = net.classifier
-            hidden = 4096
+            if alexnet is None:
+                alexnet = torchvision.models.alexnet(weights=None, num_classes=alexnet_classes)
+            # the real branch starts from its own copy of the (pretrained) classifier, as the official
+            # second `alexnet(pretrained=True)` instance
+            cls_copy = copy.deepcopy(alexnet.classifier)
+            self.alexnet = alexnet
+            self.conv_basic = alexnet.features
+            hidden = ALEXNET_HIDDEN
         elif backbone == "small":
-            self.conv_basic = small_features()
-            base_classifier = None
-            hidden = hidden or 256
+            self.conv_basic = small_features(width)
+            hidden = hidden or 128
         else:
-            raise ValueError(f"unknown IBC backbone {backbone!r}; valid: 'alexnet', 'small'")
+            raise ValueError(f"unknown IBC backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
         with torch.no_grad():
-            c, s = self.conv_basic(torch.zeros(1, 3, input_size, input_size)).shape[1:3]
-        self.feat_channels, self.feat_size = int(c), int(s)
-        flat = c * s * s
-        self.conv_last = nn.Conv2d(c, code_length, 3, padding=1)
+            was = self.conv_basic.training
+            c, s = self.conv_basic.eval()(torch.zeros(1, 3, input_size, input_size)).shape[1:3]
+            self.conv_basic.train(was)
+        self.feat_channels, self.feat_size, self.hidden = int(c), int(s), int(hidden)
+        self.conv_last = nn.Conv2d(c, code_length, kernel_size=3, padding=1)
         nn.init.kaiming_normal_(self.conv_last.weight)
         nn.init.zeros_(self.conv_last.bias)
-        if base_classifier is not None:
-            # The official module keeps the whole torchvision AlexNet as `alexnet` and shares its features and
-            # classifier[:6] as conv_basic / pre_hash_layer; a state dict lists shared tensors under every name, so
-            # the authors' checkpoints carry `enc_style.alexnet.*` too. Registering the same modules here makes
-            # those checkpoints load strictly and ours load in their code.
-            self.alexnet = net
-            self.pre_hash_layer = base_classifier[:6]
-            if code_length == c:
-                self.classifier = copy.deepcopy(base_classifier[:6])
-            else:
-                # official layout for K ≠ 256: fc1 (new, N(0, 0.01)) and fc2 (a copy of classifier[2:6]),
-                # wrapped as classifier = Sequential(Dropout, fc1, fc2)
+        if backbone == "alexnet":
+            if code_length != c:
                 self.fc1 = nn.Linear(code_length * s * s, hidden)
+                self.fc2 = nn.Sequential(*list(cls_copy.children())[2:6])
                 nn.init.normal_(self.fc1.weight, 0, 0.01)
                 nn.init.zeros_(self.fc1.bias)
-                self.fc2 = nn.Sequential(*copy.deepcopy(list(base_classifier.children())[2:6]))
                 self.classifier = nn.Sequential(nn.Dropout(), self.fc1, self.fc2)
+            else:
+                self.classifier = nn.Sequential(*list(cls_copy.children())[:6])
+            self.pre_hash_layer = nn.Sequential(*list(alexnet.classifier.children())[:6])
         else:
-            self.pre_hash_layer = _mlp6(flat, hidden)
-            self.classifier = _mlp6(code_length * s * s, hidden)
+            self.classifier = _mlp6(code_length * s * s, hidden, dropout)
+            self.pre_hash_layer = _mlp6(c * s * s, hidden, dropout)
         self.hash_layer = nn.Linear(hidden, code_length)
-        self.real_prediction = _FC(hidden, num_classes)
-        self.hash_prediction = _FC(code_length, num_classes)
+        self.real_prediction = LinearBlock(hidden, num_classes)
+        self.hash_prediction = LinearBlock(code_length, num_classes)
 
 
 class IBC(nn.Module):
+    """The IBC model. `forward(x)` → IBCOutput; `forward(x, labels, masked)` gates the masked rows by GRM[labels]."""
+
     def __init__(self, code_length: int = 256, num_classes: int = 100, backbone: str = "alexnet",
                  input_size: int = 227, hidden: int | None = None, alexnet: nn.Module | None = None,
-                 alexnet_classes: int = 1000):
+                 alexnet_classes: int = 1000, width: int = 64, dropout: float = 0.5):
         super().__init__()
-        self.code_length, self.num_classes, self.backbone = code_length, num_classes, backbone
+        self.code_length, self.num_classes, self.backbone = int(code_length), int(num_classes), backbone
+        self.input_size = int(input_size)
         self.enc_style = AlexEncoderDecouple(code_length, num_classes, backbone, input_size, hidden, alexnet,
-                                             alexnet_classes)
+                                             alexnet_classes, width, dropout)
         self.GRM = nn.Parameter(torch.rand(num_classes, code_length))
+        e = self.enc_style
+        for head in (e.hash_layer, e.hash_prediction, e.real_prediction):
+            _kaiming_(head)
 
-    # -- pieces ----------------------------------------------------------------------
+    def architecture(self) -> dict:
+        """What `load_ibc_checkpoint` needs to rebuild this model (stored in our checkpoints as `arch`)."""
+        e = self.enc_style
+        arch = {"code_length": self.code_length, "num_classes": self.num_classes, "backbone": self.backbone,
+                "input_size": self.input_size, "hidden": e.hidden}
+        if self.backbone == "alexnet":
+            arch["alexnet_classes"] = int(e.alexnet.classifier[6].out_features)
+        else:
+            arch["width"] = e.feat_channels
+            arch["dropout"] = float(e.classifier[0].p)
+        return arch
+
+    # -- the pieces -------------------------------------------------------------------
     def features(self, x):
         return self.enc_style.conv_basic(x)
 
     def bit_activations(self, x):
-        """relu(conv_last(features(x))): the K bit filters' maps, the layer Network Dissection examines."""
+        """relu(conv_last(features(x))), (N, K, s, s): the K bit filters' maps that Network Dissection examines."""
         return F.relu(self.enc_style.conv_last(self.features(x)))
 
     def codes_from_features(self, feat):
@@ -121,10 +165,21 @@ class IBC(nn.Module):
         return torch.sigmoid(e.hash_layer(e.pre_hash_layer(torch.flatten(feat, 1))))
 
     def codes(self, x):
-        """Sigmoid codes in [0, 1]; evaluation binarises them as sign(b − 0.5)."""
+        """Sigmoid codes in [0, 1] (N, K); evaluation binarises them as sign(b − 0.5)."""
         return self.codes_from_features(self.features(x))
 
+    def grm_mask(self, labels, masked=None):
+        """(N, K) channel gates: GRM[label] for the rows to mask (`masked`, default all), ones elsewhere and for
+        missing labels (99999), which the official code leaves unmasked."""
+        labels = labels.long()
+        gate = labels != MISSING_LABEL
+        if masked is not None:
+            gate = gate & masked.to(gate.device, torch.bool)
+        rows = self.GRM[torch.where(gate, labels, torch.zeros_like(labels))]
+        return torch.where(gate[:, None], rows, torch.ones_like(rows))
+
     def real_logits(self, conv_out, mask=None):
+        """real_prediction(classifier(conv_out)); `mask` (N, K) multiplies each channel of conv_out."""
         if mask is not None:
             conv_out = conv_out * mask[:, :, None, None]
         e = self.enc_style
@@ -133,86 +188,213 @@ class IBC(nn.Module):
     def hash_logits(self, b, mask=None):
         return self.enc_style.hash_prediction(b if mask is None else b * mask)
 
-    def forward(self, x):
+    def forward(self, x, labels=None, masked=None) -> IBCOutput:
+        """Unmasked (labels None), or the rows selected by `masked` (default: all) gated by GRM[labels].
+
+        A training step forwards both halves at once with `masked` marking half 2: the gates are per sample,
+        so this equals the official two calls (the AlexNet backbone has no batch statistics)."""
         feat = self.features(x)
         conv_out = F.relu(self.enc_style.conv_last(feat))
-        return self.codes_from_features(feat), conv_out
+        b = self.codes_from_features(feat)
+        mask = None if labels is None else self.grm_mask(labels, masked)
+        return IBCOutput(b, conv_out, self.hash_logits(b, mask), self.real_logits(conv_out, mask))
 
+    # -- training helpers ---------------------------------------------------------------
     @torch.no_grad()
     def renormalize_grm(self) -> None:
-        """After every optimizer step: each column divided by its max |value|, then clamped to [0, 1]."""
+        """After every optimizer step: each column divided by its max |value|, then clamped to [0, 1].
+
+        An all-zero column (never seen in practice) is left at zero instead of becoming NaN."""
         g = self.GRM
-        col_max = g.abs().max(dim=0, keepdim=True).values.clamp_min(1e-12)
-        g.copy_((g / col_max).clamp(0.0, 1.0))
+        col_max = g.abs().max(dim=0, keepdim=True).values
+        g.copy_(torch.where(col_max > 0, g / col_max.clamp_min(torch.finfo(g.dtype).tiny), g).clamp(0.0, 1.0))
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """The official optimizer groups, in the official order; ×10 lr for hash_layer, hash_prediction,
+        conv_last, real_prediction and GRM. AlexNet's own last layer (`alexnet.classifier.6`) is unused and
+        stays out, as in the official trainer."""
+        e = self.enc_style
+        return [{"params": list(e.conv_basic.parameters()), "lr": lr},
+                {"params": list(e.pre_hash_layer.parameters()), "lr": lr},
+                {"params": list(e.hash_layer.parameters()), "lr": lr * 10},
+                {"params": list(e.hash_prediction.parameters()), "lr": lr * 10},
+                {"params": list(e.conv_last.parameters()), "lr": lr * 10},
+                {"params": list(e.classifier.parameters()), "lr": lr},
+                {"params": list(e.real_prediction.parameters()), "lr": lr * 10},
+                {"params": [self.GRM], "lr": lr * 10}]
 
     def lr_x10_parameters(self):
-        """The parameter groups trained with 10× the base learning rate (official)."""
-        e = self.enc_style
-        return [*e.hash_layer.parameters(), *e.hash_prediction.parameters(), *e.conv_last.parameters(),
-                *e.real_prediction.parameters(), self.GRM]
+        """The parameters trained at 10× the base learning rate."""
+        return [p for g in self.param_groups(1.0) if g["lr"] == 10 for p in g["params"]]
 
 
-def build_from_params(exp: dict, num_classes: int) -> IBC:
-    return IBC(exp["code_length"], num_classes, exp["backbone"], exp["crop"], exp.get("hidden") or None,
-               alexnet_classes=365 if exp.get("places365") else 1000)
+# -- building and loading ------------------------------------------------------------------
+
+def build_ibc(code_length: int, num_classes: int, backbone: str = "alexnet", input_size: int | None = None,
+              hidden: int | None = None, backbone_weights=None, width: int = 64, dropout: float = 0.5,
+              alexnet_classes: int = 1000, seed: int | None = None) -> IBC:
+    """An IBC model. `backbone_weights`: a local weights file — for `alexnet` a torchvision AlexNet state dict
+    (ImageNet or Places365: features, pre-hash MLP and real-branch classifier start from it), for `small` a
+    state dict of `small_features(width)` (loaded into `conv_basic`).
+
+    `seed` seeds torch before any weight is drawn (the official script seeds first, then builds)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    input_size = input_size or (227 if backbone == "alexnet" else 64)
+    net = load_alexnet(backbone_weights) if backbone_weights and backbone == "alexnet" else None
+    model = IBC(code_length, num_classes, backbone, input_size, hidden, net, alexnet_classes, width, dropout)
+    if backbone_weights and backbone == "small":
+        load_small_features(model.enc_style.conv_basic, backbone_weights)
+    return model
 
 
-def load_alexnet_weights(path, places365: bool = False) -> nn.Module:
-    """torchvision AlexNet with weights from a local file (ImageNet state dict, or the Places365 AlexNet file)."""
+def load_small_features(features: nn.Module, path) -> None:
+    """Load a state dict (or `{'state_dict': ...}`) into the small backbone, strictly."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: small-backbone weights file not found")
+    obj = _torch_load(path)
+    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: expected a state dict of small_features() (or {{'state_dict': ...}})")
+    _check_state_dict(features, _strip_module(sd), path, "the small backbone (small_features)")
+    features.load_state_dict(_strip_module(sd))
+
+
+def build_from_params(exp: dict, num_classes: int, root=None, seed: int | None = None,
+                      with_weights: bool = False) -> IBC:
+    """An IBC model from one validated `ibc.experiments.<name>` entry (backbone weights only if asked: a model
+    that is about to load a checkpoint does not need them)."""
+    weights = None
+    if with_weights and exp.get("backbone_weights"):
+        from bitlens.config import resolve_path
+
+        weights = resolve_path(exp["backbone_weights"], root)
+    return build_ibc(exp["code_length"], num_classes, exp["backbone"], exp["crop"], exp.get("hidden") or None,
+                     weights, exp.get("width") or 64, exp.get("dropout", 0.5), seed=seed)
+
+
+def _torch_load(path: Path):
+    """torch.load that explains what went wrong; pickled whole models (older files) are allowed as a fallback."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception:  # e.g. a pickled nn.Module or numpy scalars from an older PyTorch
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False, encoding="latin1")
+        except Exception as e:
+            raise ValueError(f"{path}: cannot be read by torch.load ({type(e).__name__}: {e}); is it a PyTorch "
+                             f"checkpoint, fully downloaded?") from None
+
+
+def _strip_module(sd: dict) -> dict:
+    """Drop DataParallel's `module.` wherever it sits (Places365 AlexNet: `features.module.0.weight`)."""
+    return {k.replace("module.", ""): v for k, v in sd.items()}
+
+
+def load_alexnet(path) -> nn.Module:
+    """torchvision AlexNet with the weights of a local file: the ImageNet state dict (`alexnet-owt-*.pth`) or the
+    Places365 AlexNet (`alexnet_places365.pth.tar`, `{'state_dict'}` with DataParallel names, 365 classes)."""
     import torchvision
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: AlexNet weights file not found (see data/README.md)")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else obj.state_dict()
-    sd = {k.replace("module.", ""): v for k, v in sd.items()}
-    net = torchvision.models.alexnet(weights=None, num_classes=365 if places365 else 1000)
-    missing, unexpected = net.load_state_dict(sd, strict=False)
-    if missing:
-        raise ValueError(f"{path}: not an AlexNet state dict; missing {', '.join(missing[:6])}")
+        raise FileNotFoundError(f"{path}: AlexNet weights file not found; see data/README.md (torchvision's "
+                                f"alexnet-owt-7be5be79.pth for ImageNet, alexnet_places365.pth.tar for SUN)")
+    obj = _torch_load(path)
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
+        raise ValueError(f"{path}: expected an AlexNet state dict (or {{'state_dict': ...}})")
+    sd = _strip_module(sd)
+    if "classifier.6.weight" not in sd:
+        raise ValueError(f"{path}: not an AlexNet state dict (no 'classifier.6.weight'; keys start with "
+                         f"{', '.join(list(sd)[:4])})")
+    net = torchvision.models.alexnet(weights=None, num_classes=int(sd["classifier.6.weight"].shape[0]))
+    _check_state_dict(net, sd, path, "torchvision AlexNet")
+    net.load_state_dict(sd)
     return net
 
 
-def load_checkpoint(model: IBC, path, strict: bool = True) -> dict:
-    """Load `{'state_dict': ...}` (ours or the authors'), explaining any key or shape mismatch."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    sd = ck.get("state_dict", ck) if isinstance(ck, dict) else None
-    if not isinstance(sd, dict):
-        raise ValueError(f"{path}: expected a checkpoint {{'state_dict': ...}}")
-    sd = {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
+def _check_state_dict(model: nn.Module, sd: dict, path, what: str) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     wrong = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
-    if strict and (missing or unexpected or wrong):
-        lines = [f"{path} does not fit IBC(code_length={model.code_length}, classes={model.num_classes}, "
-                 f"backbone={model.backbone}):"]
-        if missing:
-            lines.append("  missing keys: " + ", ".join(missing[:8]))
-        if unexpected:
-            lines.append("  unexpected keys: " + ", ".join(unexpected[:8]))
-        for k in wrong[:8]:
-            lines.append(f"  {k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}")
-        raise ValueError("\n".join(lines))
-    model.load_state_dict(sd, strict=strict)
+    if not (missing or unexpected or wrong):
+        return
+    lines = [f"{path} does not fit {what}:"]
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): " + ", ".join(missing[:12]) + (" …" if len(missing) > 12 else ""))
+    if unexpected:
+        lines.append(f"  unexpected keys ({len(unexpected)}): " + ", ".join(unexpected[:12])
+                     + (" …" if len(unexpected) > 12 else ""))
+    for k in wrong[:12]:
+        lines.append(f"  {k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}")
+    lines.append("  (build the model with the checkpoint's code length, classes and backbone, or use "
+                 "bitlens.ibc.model.load_ibc_checkpoint, which reads them from the file)")
+    raise ValueError("\n".join(lines))
+
+
+def read_state_dict(path) -> tuple[dict, dict]:
+    """(state dict without `module.` prefixes, the whole checkpoint dict) of an IBC checkpoint file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    ck = _torch_load(path)
+    sd = ck.get("state_dict") if isinstance(ck, dict) else None
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: expected an IBC checkpoint {{'state_dict': ...}}, got "
+                         f"{type(ck).__name__}{' with keys ' + ', '.join(map(str, ck)) if isinstance(ck, dict) else ''}")
+    return {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}, ck
+
+
+def load_checkpoint(model: IBC, path) -> dict:
+    """Load `{'state_dict': ...}` (ours or the authors') into `model`, strictly; a mismatch raises a ValueError
+    listing the missing and unexpected keys and the shape differences. Returns the checkpoint dict."""
+    sd, ck = read_state_dict(path)
+    arch = ", ".join(f"{k}={v}" for k, v in model.architecture().items())
+    _check_state_dict(model, sd, path, f"IBC({arch})")
+    model.load_state_dict(sd)
     return ck
 
 
 def infer_architecture(path) -> dict:
-    """code_length, num_classes and backbone from a checkpoint's tensors (for the dissect CLI)."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    sd = ck.get("state_dict", ck)
-    sd = {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
-    if "GRM" not in sd or "enc_style.conv_last.weight" not in sd:
-        raise ValueError(f"{path}: not an IBC checkpoint (needs GRM and enc_style.conv_last.weight)")
-    C, K = sd["GRM"].shape
+    """Architecture of an IBC checkpoint, read from its tensors (and from `arch`, which ours also store)."""
+    sd, ck = read_state_dict(path)
+    need = ("GRM", "enc_style.conv_last.weight", "enc_style.hash_layer.weight", "enc_style.conv_basic.0.weight")
+    absent = [k for k in need if k not in sd]
+    if absent:
+        raise ValueError(f"{path}: not an IBC checkpoint (missing {', '.join(absent)})")
+    C, K = (int(n) for n in sd["GRM"].shape)
     first = sd["enc_style.conv_basic.0.weight"]
     backbone = "alexnet" if tuple(first.shape) == (64, 3, 11, 11) else "small"
-    head = sd.get("enc_style.alexnet.classifier.6.weight")
-    return {"code_length": int(K), "num_classes": int(C), "backbone": backbone,
-            "alexnet_classes": int(head.shape[0]) if head is not None else 1000,
-            "hidden": int(sd["enc_style.hash_layer.weight"].shape[1]), "meta": ck.get("meta", {})}
+    hidden = int(sd["enc_style.hash_layer.weight"].shape[1])
+    arch = {"code_length": K, "num_classes": C, "backbone": backbone, "hidden": hidden}
+    if backbone == "alexnet":
+        arch["input_size"] = 227
+        head = sd.get("enc_style.alexnet.classifier.6.weight")
+        arch["alexnet_classes"] = int(head.shape[0]) if head is not None else 1000
+    else:
+        c = int(sd["enc_style.conv_last.weight"].shape[1])
+        flat = int(sd["enc_style.pre_hash_layer.1.weight"].shape[1])
+        arch.update(width=c, input_size=int(round(math.sqrt(flat / c))) * SMALL_STRIDE)
+    saved = ck.get("arch") if isinstance(ck.get("arch"), dict) else {}
+    arch.update({k: v for k, v in saved.items() if k in ("input_size", "dropout")})
+    arch["meta"] = ck.get("meta", {})
+    return arch
+
+
+def load_ibc_checkpoint(path, input_size: int | None = None, device: str = "cpu") -> IBC:
+    """An IBC model built from a checkpoint's own shapes and loaded from it (eval mode), ours or the authors'.
+
+    `input_size`: the image side the model will see (default: 227 AlexNet, the training crop for ours)."""
+    arch = infer_architecture(path)
+    kw = {k: arch[k] for k in ("width", "dropout") if k in arch}
+    model = IBC(arch["code_length"], arch["num_classes"], arch["backbone"], input_size or arch["input_size"],
+                arch["hidden"] if arch["backbone"] == "small" else None,
+                alexnet_classes=arch.get("alexnet_classes", 1000), **kw)
+    load_checkpoint(model, path)
+    return model.to(device).eval()

@@ -1,28 +1,38 @@
-"""Train an IBC model: `python -m bitlens.ibc.train --profile tiny --experiment shapes [--set key=value]`.
+"""Train an IBC model: `python -m bitlens.ibc.train --profile tiny --experiment shapes --out DIR [--set k=v]`
+(or `torchrun --nproc_per_node N -m bitlens.ibc.train ...`: the batch is split over the ranks).
 
-One step: a batch split in halves (unmasked / GRM-masked), the seven weighted loss terms, Adam with 10× learning
-rate for hash_layer, hash_prediction, conv_last, real_prediction and GRM, GRM renormalisation after every step,
-StepLR stepped every iteration. Checkpoints (`{'state_dict': ...}`) every N iterations and at the end; resumes
-from the latest. Runs under torchrun too (DistributedDataParallel, one batch per rank).
+One step, as the official `Trainer.model_update`: the batch is split in halves (unmasked / gated by GRM[y]), the
+seven loss terms are weighted and summed, Adam updates the official parameter groups (×10 lr for hash_layer,
+hash_prediction, conv_last, real_prediction and GRM), the GRM is renormalised, and StepLR is stepped once per
+iteration (before the update, as the official loop does). Data: each epoch a seeded permutation of the list;
+images resized (shorter side) then randomly cropped and flipped with a per-sample seed, ImageNet mean/std — so a
+resumed run continues exactly as an uninterrupted one would.
+
+Files in the output folder: `checkpoint_%08d.pt` every `checkpoint_every` iterations and at the end (the
+official name; `{'state_dict': ...}` as the authors' code reads it, plus `arch` and `meta`), `train_state.pt`
+(settings, optimizer, scheduler, progress, every rank's random generators, the log: see bitlens.checkpoint), and
+`log.csv` (every loss term, the total, lr and GRM statistics per iteration). A run with other settings moves the
+earlier files to `previous-<time>/` and starts afresh; `--fresh` always does.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bitlens import io
-from bitlens.ibc.loss import TERMS, ibc_losses, weighted_total
+from bitlens import checkpoint, distributed, io
+from bitlens.ibc.loss import WEIGHT_KEYS, ibc_losses, weighted_total
 from bitlens.ibc.model import IBC
 from bitlens.progress import progress
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+OFFICIAL_WEIGHTS = {"hash_std_w": 1.0, "hash_mask_w": 0.2, "GRM_w": 1e-5, "align_w": 1e4, "real_std_w": 1.0,
+                    "real_mask_w": 0.05, "sparse_w": 0.0}  # configs/imagenet100.yaml
 
 
 @dataclass
@@ -40,184 +50,352 @@ class IBCTrainOptions:
     resize: int = 256
     crop: int = 227
     num_workers: int = 0
-    weights: dict = field(default_factory=lambda: {"hash_std_w": 1.0, "hash_mask_w": 0.2, "GRM_w": 1e-5,
-                                                   "align_w": 1e4, "real_std_w": 1.0, "real_mask_w": 0.05,
-                                                   "sparse_w": 0.0})
+    weights: dict = field(default_factory=lambda: dict(OFFICIAL_WEIGHTS))
     thr_g: float = 1000.0
+    sparse_ratio: float = 0.2
     device: str = "cpu"
+    cache_images: bool = False
+
+    def check(self) -> None:
+        absent = [k for k in WEIGHT_KEYS if k not in self.weights]
+        if absent:
+            raise ValueError(f"IBC loss weights missing: {', '.join(absent)}")
+        if self.batch_size < 2 or self.batch_size % 2:
+            raise ValueError(f"batch_size {self.batch_size} must be even and ≥ 2 (each step splits it in halves)")
+        if self.crop > self.resize:
+            raise ValueError(f"crop {self.crop} is larger than resize {self.resize}")
+        for k in ("iterations", "step_size", "checkpoint_every"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"{k} must be ≥ 1, got {getattr(self, k)}")
 
 
-def transforms(resize: int, crop: int, train: bool):
-    from torchvision import transforms as T
+# -- data -----------------------------------------------------------------------------------
 
-    ops = [T.Resize(resize)]
-    ops += [T.RandomCrop(crop), T.RandomHorizontalFlip()] if train else [T.CenterCrop(crop)]
-    return T.Compose(ops + [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+def normalize(x_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 (…, 3, H, W) → float, ImageNet mean/std (= ToTensor + Normalize)."""
+    x = x_uint8.float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
+    return (x - mean) / std
 
 
-class _Cached(torch.utils.data.Dataset):
-    """Decoded images kept in memory (small lists): augmentation stays random, decoding happens once."""
+def resized_uint8(img, resize: int) -> torch.Tensor:
+    """PIL image → uint8 (3, H, W) with the shorter side = `resize` (the official lists are pre-resized to 256)."""
+    from torchvision.transforms import functional as TF
 
-    def __init__(self, base, transform):
-        self.base, self.transform, self.cache = base, transform, {}
+    if min(img.size) != resize:
+        img = TF.resize(img, resize, antialias=True)
+    return TF.pil_to_tensor(img.convert("RGB"))
+
+
+def random_crop_flip(x: torch.Tensor, crop: int, rng: np.random.Generator) -> torch.Tensor:
+    """RandomCrop(crop) + RandomHorizontalFlip drawn from `rng` (one per sample, so a resumed run matches)."""
+    h, w = x.shape[-2:]
+    top, left = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+    x = x[..., top:top + crop, left:left + crop]
+    return x.flip(-1) if rng.random() < 0.5 else x
+
+
+def center_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
+    """CenterCrop as torchvision rounds it."""
+    h, w = x.shape[-2:]
+    top, left = int(round((h - crop) / 2.0)), int(round((w - crop) / 2.0))
+    return x[..., top:top + crop, left:left + crop]
+
+
+class ImageListImages(torch.utils.data.Dataset):
+    """Resized uint8 images of an image list (optionally kept in memory) and their class labels.
+
+    Indexed by (item, augmentation seed): seed None = the test transform (centre crop), else a random crop and
+    flip drawn from that seed."""
+
+    def __init__(self, image_list, root, resize: int, crop: int, cache: bool = False):
+        from bitlens.data.imagelist import ImageListDataset
+
+        self.base = ImageListDataset(image_list, root, None)
+        self.labels = np.asarray(image_list.labels, np.int64)
+        self.resize, self.crop, self.cache = resize, crop, {} if cache else None
 
     def __len__(self):
         return len(self.base)
 
-    def __getitem__(self, i):
-        if i not in self.cache:
-            self.cache[i] = self.base[i][0]
-        return self.transform(self.cache[i]), int(self.base.list.labels[i])
+    def image(self, i: int) -> torch.Tensor:
+        if self.cache is not None and i in self.cache:
+            return self.cache[i]
+        x = resized_uint8(self.base[i][0], self.resize)
+        if min(x.shape[-2:]) < self.crop:
+            raise ValueError(f"{self.base.list.paths[i]}: image {tuple(x.shape[-2:])} after resizing to "
+                             f"{self.resize} is smaller than the crop {self.crop}")
+        if self.cache is not None:
+            self.cache[i] = x
+        return x
+
+    def __getitem__(self, key):
+        i, aug_seed = key if isinstance(key, tuple) else (key, None)
+        x = self.image(int(i))
+        x = center_crop(x, self.crop) if aug_seed is None else \
+            random_crop_flip(x, self.crop, np.random.default_rng(aug_seed))
+        return normalize(x), int(self.labels[i])
 
 
-def make_loader(image_list, root, opts: IBCTrainOptions, rank: int = 0, cache: bool = False):
-    from bitlens.data.imagelist import ImageListDataset
+class EpochBatches:
+    """Batches of (index, augmentation seed) from iteration `start` on, forever. Every epoch is a permutation of
+    the list seeded by (seed, epoch), cut into global batches of `batch_size` (the incomplete last one dropped:
+    the official loader's shuffle=True, drop_last=True). A global batch is used in halves (unmasked, masked);
+    rank r of w takes the r-th w-th of each half, so the ranks together see exactly the batch one process
+    would, in the same halves, with the same augmentation (seeded by (seed, iteration, position))."""
 
-    base = ImageListDataset(image_list, root, None)
-    ds = _Cached(base, transforms(opts.resize, opts.crop, True)) if cache else \
-        _Plain(base, transforms(opts.resize, opts.crop, True))
-    g = torch.Generator().manual_seed(opts.seed + rank)
-    sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=10 ** 12, generator=g)
-    return torch.utils.data.DataLoader(ds, batch_size=opts.batch_size, sampler=sampler, num_workers=opts.num_workers,
-                                       drop_last=True, persistent_workers=opts.num_workers > 0)
+    def __init__(self, n: int, batch_size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1):
+        if batch_size % (2 * world):
+            raise ValueError(f"batch_size {batch_size} must split into two halves on each of {world} rank(s)")
+        if n < batch_size:
+            raise ValueError(f"the training list has {n} images: fewer than one batch of {batch_size}; "
+                             f"lower batch_size")
+        self.n, self.batch, self.seed, self.start, self.rank, self.world = n, batch_size, seed, start, rank, world
+        self.per_epoch = n // batch_size
+        half, m = batch_size // 2, batch_size // 2 // world
+        self.positions = [*range(rank * m, (rank + 1) * m), *range(half + rank * m, half + (rank + 1) * m)]
+
+    def __iter__(self):
+        it = self.start
+        while True:
+            epoch, b = divmod(it, self.per_epoch)
+            batch = np.random.default_rng([self.seed, epoch]).permutation(self.n)[b * self.batch:(b + 1) * self.batch]
+            yield [(int(batch[p]), int(np.random.SeedSequence([self.seed, it, p]).generate_state(1)[0]))
+                   for p in self.positions]
+            it += 1
 
 
-class _Plain(torch.utils.data.Dataset):
-    def __init__(self, base, transform):
-        self.base, self.transform = base, transform
+def make_loader(image_list, root, opts: IBCTrainOptions, start: int = 0, rank: int = 0, world: int = 1):
+    ds = ImageListImages(image_list, root, opts.resize, opts.crop, opts.cache_images)
+    batches = EpochBatches(len(ds), opts.batch_size, opts.seed, start, rank, world)
+    return torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=opts.num_workers,
+                                       persistent_workers=opts.num_workers > 0)
 
-    def __len__(self):
-        return len(self.base)
 
-    def __getitem__(self, i):
-        img, label, _, _ = self.base[i]
-        return self.transform(img), label
-
+# -- optimisation -----------------------------------------------------------------------------
 
 def build_optimizer(model: IBC, opts: IBCTrainOptions):
-    fast = {id(p) for p in model.lr_x10_parameters()}
-    base = [p for p in model.parameters() if id(p) not in fast]
-    groups = [{"params": base, "lr": opts.lr}, {"params": model.lr_x10_parameters(), "lr": opts.lr * 10}]
-    opt = torch.optim.Adam(groups, lr=opts.lr, betas=(opts.beta1, opts.beta2), weight_decay=opts.weight_decay)
+    """Adam over the official parameter groups (GRM included in the weight decay) and StepLR."""
+    opt = torch.optim.Adam(model.param_groups(opts.lr), lr=opts.lr, betas=(opts.beta1, opts.beta2),
+                           weight_decay=opts.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=opts.step_size, gamma=opts.gamma)
     return opt, sched
 
 
+def step_scheduler(sched) -> None:
+    """The official loop steps the scheduler before each update, so update n uses lr·gamma^(n // step_size):
+    the first decayed update is number `step_size`. torch warns about that order, which here is intended."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        sched.step()
+
+
 def grm_stats(model: IBC) -> dict:
     g = model.GRM.detach()
-    return {"grm_mean": float(g.mean()), "grm_zero_frac": float((g < 1e-3).float().mean()),
-            "grm_l1": float(g.abs().sum())}
+    return {"grm_l1": float(g.abs().sum()), "grm_mean": float(g.mean()),
+            "grm_zero_frac": float((g < 1e-3).float().mean()), "grm_ones_frac": float((g > 0.999).float().mean())}
 
 
-def train_ibc(model: IBC, image_list, root, opts: IBCTrainOptions, out_dir, resume: bool = True, cache: bool = False,
-              log=print) -> list[dict]:
-    """Train; returns the per-iteration log (also written as `log.csv`). Checkpoints in `out_dir`."""
+def run_settings(model: IBC, opts: IBCTrainOptions) -> dict:
+    """What must match for a resume: every option that shapes the result (not the length, the device, the
+    loader processes, the checkpoint cadence or the image cache) and the architecture."""
+    m = {k: v for k, v in asdict(opts).items()
+         if k not in ("iterations", "device", "num_workers", "checkpoint_every", "cache_images")}
+    return {**m, "arch": model.architecture()}
+
+
+def checkpoint_name(iteration: int) -> str:
+    """The official trainer's snapshot name after `iteration` updates."""
+    return f"checkpoint_{iteration:08d}.pt"
+
+
+def checkpoint_payload(model: IBC, settings: dict, iteration: int) -> dict:
+    """A model snapshot: `state_dict` in the official layout (what the authors' code loads), plus `arch` (to
+    rebuild the model) and the run's settings."""
+    return {"state_dict": model.state_dict(), "arch": model.architecture(), "meta": settings,
+            "iteration": iteration}
+
+
+ARTIFACTS = ("checkpoint_*.pt", "log.csv", "checkpoint.pth.tar")  # the last: this project's older layout
+
+
+def latest_checkpoint(out_dir) -> Path | None:
+    """The model of a training folder's last saved state (else its highest-numbered snapshot)."""
+    out_dir = Path(out_dir)
+    st = checkpoint.load_state(out_dir)
+    if st is not None:
+        return out_dir / st["checkpoint"]
+    found = sorted(out_dir.glob("checkpoint_*.pt"))
+    return found[-1] if found else None
+
+
+def train_ibc(model: IBC, image_list, root, opts: IBCTrainOptions, out_dir, fresh: bool = False,
+              log=print, on_iteration=None) -> list[dict]:
+    """Train `model` in place; returns the per-iteration log rows (also `log.csv`).
+
+    The folder's earlier run is continued, reused or moved aside as `bitlens.checkpoint.open_run` decides;
+    `fresh=True` always starts from the model as given. `on_iteration(it)` is called after each update (tests
+    use it to interrupt a run)."""
     import pandas as pd
 
+    opts.check()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    local_rank, rank, world = (int(os.environ.get(k, d)) for k, d in (("LOCAL_RANK", 0), ("RANK", 0),
-                                                                      ("WORLD_SIZE", 1)))
-    device = opts.device
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-        if device.startswith("cuda"):
-            device = f"cuda:{local_rank}"
-            torch.cuda.set_device(local_rank)
-    if opts.batch_size < 2:
-        raise ValueError("batch_size must be ≥ 2 (the step splits it into two halves)")
-    torch.manual_seed(opts.seed + rank)
+    world, device = distributed.setup(opts.device)
+    say = log if world.main else (lambda *a: None)
+    if model.backbone == "alexnet":
+        # AlexNet's own 1000/365-way layer is part of the official layout but in no optimizer group
+        model.enc_style.alexnet.classifier[6].requires_grad_(False)
     model.to(device)
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.startswith("cuda")
-                                                        else None, find_unused_parameters=True)
     opt, sched = build_optimizer(model, opts)
-    meta = {k: v for k, v in asdict(opts).items() if k not in ("device", "num_workers", "checkpoint_every")}
-    meta.update(code_length=model.code_length, num_classes=model.num_classes, backbone=model.backbone)
-    ckpt = out_dir / "checkpoint.pth.tar"
+    settings = run_settings(model, opts)
+    st = checkpoint.open_run(out_dir, settings, opts.iterations, world, fresh, ARTIFACTS, "iterations", say)
     start, rows = 0, []
-    if resume and ckpt.exists():
-        ck = torch.load(ckpt, map_location=device, weights_only=False)
-        if ck.get("meta") != meta:
-            raise ValueError(f"{ckpt}: trained with other settings; delete it to start again "
-                             f"(checkpoint: {ck.get('meta')}; now: {meta})")
+    if st is not None:
+        ck = torch.load(out_dir / st["checkpoint"], map_location="cpu", weights_only=False)
         model.load_state_dict(ck["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        start, rows = ck["iteration"], ck.get("log", [])
-        log(f"resumed from {ckpt} at iteration {start}")
-    loader = iter(make_loader(image_list, root, opts, rank, cache))
-    half = opts.batch_size // 2
+        start, rows = int(st["progress"]), list(st["log"])
+        if st["finished"]:
+            return rows
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+    net = distributed.wrap(model, world, device)
+    # the loader draws a base seed from torch's generator when it starts: before the generators are set
+    loader = iter(make_loader(image_list, root, opts, start, world.rank, world.size))
+    if st is None or not checkpoint.restore_rng(st, world):
+        if st is not None:
+            say("saved with another number of ranks: dropout draws continue from a new seed")
+        torch.manual_seed(opts.seed + world.rank + start)
+    half = opts.batch_size // world.size // 2
     model.train()
     t0 = time.perf_counter()
 
-    def save(it):
-        io.torch_save(ckpt, {"state_dict": model.state_dict(), "optimizer": opt.state_dict(),
-                             "scheduler": sched.state_dict(), "iteration": it, "meta": meta, "log": rows})
+    def save(it: int) -> None:
+        name = checkpoint_name(it)
+        if world.main:
+            io.torch_save(out_dir / name, checkpoint_payload(model, settings, it))
+            io.write_text(out_dir / "log.csv", pd.DataFrame(rows).to_csv(index=False))
+        checkpoint.save_state(out_dir, settings, it, opts.iterations, world, optimizer=opt.state_dict(),
+                              scheduler=sched.state_dict(), checkpoint=name, log=rows)
 
     for it in progress(range(start, opts.iterations), desc="IBC", initial=start, total=opts.iterations,
-                       disable=rank != 0 or None):
+                       disable=not world.main or None):
         x, y = next(loader)
-        x, y = x.to(device), y.to(device)
-        terms = ibc_losses(net if world == 1 else net.module, x[:half], y[:half], x[half:], y[half:], opts.thr_g)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        step_scheduler(sched)
+        terms = ibc_losses(net, x[:half], y[:half], x[half:], y[half:], opts.thr_g, opts.sparse_ratio)
         total = weighted_total(terms, opts.weights)
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"IBC loss became {float(total)} at iteration {it + 1} "
+                                     f"({', '.join(f'{k}={float(v):.4g}' for k, v in terms.items())}); "
+                                     f"lower lr or the loss weights")
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
         model.renormalize_grm()
-        sched.step()
         rows.append({"iteration": it + 1, "total": float(total.detach()),
-                     **{k: float(v.detach()) for k, v in terms.items()}, "lr": sched.get_last_lr()[0],
-                     **grm_stats(model)})
-        if rank == 0 and ((it + 1) % opts.checkpoint_every == 0 or it + 1 == opts.iterations):
+                     **{k: float(v.detach()) for k, v in terms.items()},
+                     "lr": opt.param_groups[0]["lr"], **grm_stats(model)})
+        if (it + 1) % opts.checkpoint_every == 0 or it + 1 == opts.iterations:
             save(it + 1)
-    if rank == 0:
-        if not rows:
-            raise RuntimeError("no training iterations were run")
-        io.write_text(out_dir / "log.csv", pd.DataFrame(rows).to_csv(index=False))
-        log(f"trained {opts.iterations - start} iterations in {time.perf_counter() - t0:.1f}s; "
-            f"final loss {rows[-1]['total']:.4f}")
+        if on_iteration is not None:
+            on_iteration(it + 1)
+    say(f"trained {opts.iterations - start} iterations in {time.perf_counter() - t0:.1f}s; "
+        f"final loss {rows[-1]['total']:.4f}")
+    distributed.barrier(world)
     return rows
 
 
 def options_from_params(exp: dict, device: str) -> IBCTrainOptions:
-    w = {k: exp["weights"][k] for k in ("hash_std_w", "hash_mask_w", "GRM_w", "align_w", "real_std_w",
-                                        "real_mask_w", "sparse_w")}
+    """Training options from one validated `ibc.experiments.<name>` entry."""
+    w = exp["weights"]
     return IBCTrainOptions(iterations=exp["iterations"], batch_size=exp["batch_size"], lr=exp["lr"],
-                           weight_decay=exp["weight_decay"], step_size=exp["step_size"], gamma=exp["gamma"],
-                           seed=exp["seed"], checkpoint_every=exp["checkpoint_every"], resize=exp["resize"],
-                           crop=exp["crop"], num_workers=exp["num_workers"], weights=w,
-                           thr_g=exp["weights"]["thr_g"], device=device)
+                           beta1=exp["beta1"], beta2=exp["beta2"], weight_decay=exp["weight_decay"],
+                           step_size=exp["step_size"], gamma=exp["gamma"], seed=exp["seed"],
+                           checkpoint_every=exp["checkpoint_every"], resize=exp["resize"], crop=exp["crop"],
+                           num_workers=exp["num_workers"], weights={k: w[k] for k in WEIGHT_KEYS},
+                           thr_g=w["thr_g"], sparse_ratio=w["sparse_ratio"], device=device,
+                           cache_images=exp["cache_images"])
+
+
+def train_experiment(exp: dict, dataset: dict, out_dir, device: str = "cpu", root=None, fresh: bool = False,
+                     log=print) -> tuple[IBC, list[dict]]:
+    """Build (seeded, with the backbone weights file if any) and train one experiment; `dataset` is its
+    `data.imagelists` entry."""
+    from bitlens.config import resolve_path
+    from bitlens.data.imagelist import read_list
+    from bitlens.ibc.model import MISSING_LABEL, build_from_params
+
+    lst = read_list(resolve_path(dataset["train"], root), dataset["format"], dataset["num_attributes"])
+    C = dataset["num_classes"]
+    bad = lst.labels[(lst.labels != MISSING_LABEL) & ((lst.labels < 0) | (lst.labels >= C))]
+    if bad.size:
+        raise ValueError(f"{lst.source}: class labels {sorted(set(bad.tolist()))[:5]} are outside 0..{C - 1} "
+                         f"(data.imagelists num_classes) and not {MISSING_LABEL} (missing)")
+    model = build_from_params(exp, C, root, seed=exp["seed"], with_weights=True)
+    rows = train_ibc(model, lst, resolve_path(dataset["root"], root), options_from_params(exp, device), out_dir,
+                     fresh=fresh, log=log)
+    return model, rows
+
+
+def run_summary(folder: str, model: IBC, rows: list[dict]) -> dict:
+    """What 20_ibc_train records per trained model: its checkpoint (relative to the stage folder), length, final
+    loss terms and GRM sparsity."""
+    from bitlens.ibc.loss import TERMS
+
+    last = rows[-1]
+    return {"code_length": int(model.code_length), "iterations": int(last["iteration"]),
+            "checkpoint": f"{folder}/{checkpoint_name(int(last['iteration']))}",
+            "final_total": float(last["total"]), "final_terms": {t: float(last[t]) for t in TERMS},
+            "grm_zero_frac": float(last["grm_zero_frac"])}
+
+
+def sweep_plan(ibc: dict) -> dict[int, dict | None]:
+    """{code length: experiment entry to train} of the code-length sweep (`ibc.sweep`): the sweep experiment at
+    each listed length for `ibc.sweep.iterations`; None at the experiment's own length, whose main model
+    serves (trained for its own `iterations`: `sweep_iterations` in the metrics says so)."""
+    sw = ibc["sweep"]
+    if not sw["experiment"] or not sw["code_lengths"]:
+        return {}
+    if sw["experiment"] not in ibc["experiments"]:
+        raise ValueError(f"ibc.sweep.experiment = {sw['experiment']!r} is not a key of ibc.experiments "
+                         f"({', '.join(ibc['experiments'])})")
+    base = ibc["experiments"][sw["experiment"]]
+    return {K: None if K == base["code_length"] else
+            {**base, "code_length": K, "iterations": sw["iterations"], "checkpoint_every": sw["iterations"]}
+            for K in sorted(set(sw["code_lengths"]))}
 
 
 def main(argv=None) -> int:
-    from bitlens import config
-    from bitlens.data.imagelist import read_list
-    from bitlens.ibc.model import build_from_params, load_alexnet_weights
+    from bitlens import cli, config
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="tiny")
+    prog = "python -m bitlens.ibc.train"
+    ap = cli.parser(prog, __doc__)
+    ap.add_argument("--profile", default="tiny", help="params/<profile>.yaml")
     ap.add_argument("--experiment", required=True, help="a key of ibc.experiments in the profile")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--set", action="append", default=[])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", required=True, help="output folder (checkpoints, train_state.pt, log.csv)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="params override, repeatable (e.g. ibc.experiments.shapes.lr=0.001)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    ap.add_argument("--fresh", action="store_true",
+                    help="start from scratch even if the folder holds a run with the same settings (the earlier "
+                         "files are moved to previous-<time>/)")
     args = ap.parse_args(argv)
-    P = config.load_params(args.profile, args.set)
-    exp = P["ibc"]["experiments"].get(args.experiment)
-    if exp is None:
-        raise SystemExit(f"unknown experiment {args.experiment!r}; valid: {', '.join(P['ibc']['experiments'])}")
-    ds = P["data"]["imagelists"][exp["dataset"]]
-    lst = read_list(config.resolve_path(ds["train"]), ds["format"], ds["num_attributes"])
-    model = build_from_params(exp, ds["num_classes"])
-    if exp["backbone"] == "alexnet" and exp["backbone_weights"]:
-        net = load_alexnet_weights(config.resolve_path(exp["backbone_weights"]), exp["places365"])
-        model.enc_style.conv_basic.load_state_dict(net.features.state_dict())
-        model.enc_style.pre_hash_layer.load_state_dict(net.classifier[:6].state_dict())
-    train_ibc(model, lst, config.resolve_path(ds["root"]), options_from_params(exp, args.device), args.out)
+    world = distributed.world_from_env()
+    try:
+        P = config.load_params(args.profile, args.set)
+        exps = P["ibc"]["experiments"]
+        if args.experiment not in exps:
+            ap.error(f"unknown experiment {args.experiment!r}; valid: {', '.join(exps)}")
+        exp = exps[args.experiment]
+        if exp["dataset"] not in P["data"]["imagelists"]:
+            ap.error(f"ibc.experiments.{args.experiment}.dataset = {exp['dataset']!r} is not a key of "
+                     f"data.imagelists ({', '.join(P['data']['imagelists'])})")
+        train_experiment(exp, P["data"]["imagelists"][exp["dataset"]], args.out, args.device, fresh=args.fresh)
+    except (FileNotFoundError, ValueError) as e:
+        return cli.fail(prog, str(e))
+    finally:
+        distributed.teardown(world)
     return 0
 
 

@@ -1,39 +1,47 @@
-"""`ibc:` — IBC experiments (PAPERS.md, IBC), the tiny code-length sweep and released artifacts."""
+"""`ibc:` — IBC experiments (the authors' configs/*.yaml), the tiny code-length sweep and released artifacts."""
 from bitlens.config import Field, MapOf
 
+ALEXNET_HINT = ("AlexNet backbone weights: torchvision's ImageNet file alexnet-owt-7be5be79.pth (ImageNet "
+                "experiments) or the Places365 AlexNet alexnet_places365.pth.tar shipped in the authors' SUN-120K "
+                "archive (SUN_attributes/pretrained_model/); see data/README.md")
 WEIGHTS = {
-    "hash_std_w": Field(float, 1.0, min=0, help="CE of unmasked hash predictions (half 1)"),
-    "hash_mask_w": Field(float, 0.2, min=0, help="CE of GRM-masked hash predictions (half 2)"),
-    "GRM_w": Field(float, 1e-5, min=0, help="relu(Σ|GRM| − thr_g)"),
-    "thr_g": Field(float, 1000.0, min=0, help="GRM L1 budget"),
-    "align_w": Field(float, 1e4, min=0, help="KL between pooled conv bits and hash bits (half 2)"),
+    # names as in the official configs
+    "hash_std_w": Field(float, 1.0, min=0, help="CE of the unmasked hash predictions (half 1)"),
+    "hash_mask_w": Field(float, 0.2, min=0, help="CE of the GRM-masked hash predictions (half 2)"),
+    "GRM_w": Field(float, 1e-5, min=0, help="weight of relu(Σ|GRM| − thr_g)"),
+    "thr_g": Field(float, 1000.0, min=0, help="GRM L1 budget thr_g"),
+    "align_w": Field(float, 1e4, min=0, help="KL between the pooled conv bits and the hash bits (half 2)"),
     "real_std_w": Field(float, 1.0, min=0, help="CE of the real branch (half 1)"),
     "real_mask_w": Field(float, 0.05, min=0, help="CE of the GRM-masked real branch (half 2)"),
-    "sparse_w": Field(float, 0.0, min=0, help="relu(mean‖b‖₁ − 0.2·K)"),
+    "sparse_w": Field(float, 0.0, min=0, help="weight of relu(mean‖b‖₁ − sparse_ratio·K) (half 2)"),
+    "sparse_ratio": Field(float, 0.2, min=0, max=1, help="code sparsity target (the official trainer uses 0.2)"),
 }
 
 EXPERIMENT = {
     "dataset": Field(str, help="a key of data.imagelists"),
-    "backbone": Field(str, "alexnet", choices=["alexnet", "small"]),
-    "backbone_weights": Field(str, "", data_path=True,
-                              hint="torchvision AlexNet ImageNet weights (alexnet-owt-7be5be79.pth) or the Places365 "
-                                   "AlexNet file (alexnet_places365.pth.tar); see data/README.md",
-                              help="local AlexNet weights file (empty: random init)"),
-    "places365": Field(bool, False, help="backbone_weights is the Places365 AlexNet (365 classes)"),
-    "hidden": Field(int, 0, min=0, help="small backbone MLP width (alexnet always 4096)"),
+    "backbone": Field(str, "alexnet", choices=["alexnet", "small"],
+                      help="alexnet = torchvision AlexNet (official); small = the tiny profile's conv net"),
+    "backbone_weights": Field(str, "", data_path=True, hint=ALEXNET_HINT,
+                              help="local weights file (empty: random initialisation; nothing is downloaded): "
+                                   "alexnet: a torchvision AlexNet state dict; small: a state dict of small_features()"),
+    "hidden": Field(int, 0, min=0, help="small backbone: MLP width (AlexNet: always 4096)"),
+    "width": Field(int, 64, min=1, help="small backbone: conv channels"),
+    "dropout": Field(float, 0.5, min=0, max=1, help="small backbone: dropout of its two MLPs (AlexNet: 0.5)"),
     "code_length": Field(int, 256, min=1, help="K bits"),
-    "iterations": Field(int, 50_000, min=1),
-    "batch_size": Field(int, 200, min=2, help="split in two halves per step"),
-    "lr": Field(float, 1e-4, above=0),
-    "weight_decay": Field(float, 5e-4, min=0),
+    "iterations": Field(int, 50_000, min=1, help="training iterations (max_iter)"),
+    "batch_size": Field(int, 200, min=2, help="split in two halves per step (over all ranks under torchrun)"),
+    "lr": Field(float, 1e-4, above=0, help="Adam base lr; ×10 for hash_layer, hash_prediction, conv_last, real_prediction, GRM"),
+    "beta1": Field(float, 0.9, min=0, max=1),
+    "beta2": Field(float, 0.999, min=0, max=1),
+    "weight_decay": Field(float, 5e-4, min=0, help="Adam weight decay (GRM included)"),
     "step_size": Field(int, 30_000, min=1, help="StepLR step, in iterations"),
-    "gamma": Field(float, 0.1, above=0, max=1),
-    "seed": Field(int, 1245, min=0),
-    "checkpoint_every": Field(int, 10_000, min=1),
-    "resize": Field(int, 256, min=1),
-    "crop": Field(int, 227, min=1, help="random crop (train) / centre crop (test)"),
-    "num_workers": Field(int, 4, min=0),
-    "cache_images": Field(bool, False, help="keep decoded images in memory (small datasets)"),
+    "gamma": Field(float, 0.1, above=0, max=1, help="StepLR decay"),
+    "seed": Field(int, 1245, min=0, help="seeds the model's initial weights, the data order and the augmentation"),
+    "checkpoint_every": Field(int, 10_000, min=1, help="iterations between checkpoints (snapshot_save_iter)"),
+    "resize": Field(int, 256, min=1, help="shorter image side before cropping (the official lists are pre-resized to 256)"),
+    "crop": Field(int, 227, min=1, help="random crop (train) / centre crop (test): 227 ImageNet, 224 SUN"),
+    "num_workers": Field(int, 4, min=0, help="data-loading processes"),
+    "cache_images": Field(bool, False, help="keep decoded images in memory (small datasets only)"),
     "weights": WEIGHTS,
     "expert_bits": Field(int, 13, min=1, help="top-k GRM bits per class for expert-bit mAP (13 ImageNet, 12 SUN)"),
     "mis_max_num": Field(int, 100, min=1, help="MIS samples per class (100 ImageNet, 20 SUN)"),
@@ -47,10 +55,11 @@ EXPERIMENT = {
 
 IBC = {
     "enabled": Field(bool, True, help="run the IBC stages"),
-    "experiments": MapOf(EXPERIMENT, help="named experiments (shapes; imagenet100c, imagenet150k, sun120k)"),
+    "experiments": MapOf(EXPERIMENT, help="named experiments (tiny: shapes; paper/released: imagenet100c, "
+                                          "imagenet150k, sun120k)"),
     "sweep": {
         "experiment": Field(str, "", help="experiment whose settings the code-length sweep reuses (empty: no sweep)"),
-        "code_lengths": Field(list, [], item_type=int),
-        "iterations": Field(int, 200, min=1),
+        "code_lengths": Field(list, [], item_type=int, help="code lengths K of the sweep"),
+        "iterations": Field(int, 200, min=1, help="training iterations of each sweep model"),
     },
 }

@@ -1,0 +1,188 @@
+"""Training state shared by both trainers: atomic saves, exact resume, and a settings check.
+
+A training folder holds the trainer's own files (model checkpoints, logs) and `train_state.pt`: the settings the
+run was started with, how far it got (`progress`: iterations or epochs), and everything needed to continue as if
+never interrupted (optimizer, scheduler, the random number generators of every rank, the log so far).
+
+`open_run()` decides what a new call does with a folder:
+
+- no earlier run → start fresh;
+- `fresh=True` → start fresh; the earlier files are moved aside;
+- settings differ → start fresh; the earlier files are moved to `previous-<UTC time>/` (never mixed in or
+  deleted), and one log line names each differing key as old → new;
+- same settings, interrupted (progress < total) → continue from the saved state;
+- same settings, finished (progress == total) → reuse it;
+- same settings, but the saved run went further than asked (progress > total) → start fresh, moving it aside.
+
+The length of the run (total iterations or epochs) is not one of the settings: a longer run continues a shorter
+one with the same settings, which gives exactly the model that training from scratch would, because resume is
+exact.
+"""
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bitlens import io
+from bitlens.distributed import World, broadcast_object
+
+STATE_FILE = "train_state.pt"
+PREVIOUS_PREFIX = "previous-"
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested dicts as one dict with dotted keys."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def settings_diff(old: dict, new: dict) -> list[str]:
+    """`key: old → new` for every dotted key whose value differs (absent keys read as —)."""
+    a, b = flatten(old or {}), flatten(new or {})
+    return [f"{k}: {a.get(k, '—')} → {b.get(k, '—')}" for k in sorted(set(a) | set(b))
+            if a.get(k, "—") != b.get(k, "—")]
+
+
+# -- random number generators ----------------------------------------------------------------
+
+def rng_state() -> dict:
+    """The state of every generator a training step may draw from (torch CPU and CUDA, numpy, random)."""
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def gather_rng_states(world: World) -> list:
+    """Every rank's generator states, in rank order (on every rank)."""
+    mine = rng_state()
+    if not world.distributed:
+        return [mine]
+    import torch.distributed as dist
+
+    out = [None] * world.size
+    dist.all_gather_object(out, mine)
+    return out
+
+
+def restore_rng(saved: dict, world: World) -> bool:
+    """Restore this rank's generators from a saved state; False when it was saved by a different world size."""
+    states = saved.get("rng") or []
+    if len(states) != world.size:
+        return False
+    set_rng_state(states[world.rank])
+    return True
+
+
+# -- the folder --------------------------------------------------------------------------------
+
+def _artifacts(out_dir: Path, patterns) -> list[Path]:
+    found = {p for pat in (*patterns, STATE_FILE) for p in out_dir.glob(pat)}
+    return sorted(p for p in found if not p.name.startswith(PREVIOUS_PREFIX))
+
+
+def move_aside(out_dir, patterns=()) -> Path | None:
+    """Move the trainer's files (and train_state.pt) into `out_dir/previous-<UTC time>/`; None if none."""
+    out_dir = Path(out_dir)
+    files = _artifacts(out_dir, patterns)
+    if not files:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest, n = out_dir / f"{PREVIOUS_PREFIX}{stamp}", 1
+    while dest.exists():
+        n += 1
+        dest = out_dir / f"{PREVIOUS_PREFIX}{stamp}-{n}"
+    dest.mkdir(parents=True)
+    for p in files:
+        shutil.move(str(p), dest / p.name)
+    return dest
+
+
+def load_state(out_dir) -> dict | None:
+    path = Path(out_dir) / STATE_FILE
+    if not path.exists():
+        return None
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated file cannot come from io.torch_save; say what it is anyway
+        raise ValueError(f"{path}: unreadable training state ({type(e).__name__}: {e}); move it away or "
+                         f"train with fresh=True (--fresh)") from None
+    if not isinstance(st, dict) or "settings" not in st or "progress" not in st:
+        raise ValueError(f"{path}: not a bitlens training state (needs 'settings' and 'progress'); move it away "
+                         f"or train with fresh=True (--fresh)")
+    return st
+
+
+def save_state(out_dir, settings: dict, progress: int, total: int, world: World, **extra) -> None:
+    """Write `train_state.pt` atomically (every rank must call it: the generator states are gathered)."""
+    rng = gather_rng_states(world)
+    if world.main:
+        io.torch_save(Path(out_dir) / STATE_FILE, {"settings": settings, "progress": int(progress),
+                                                   "total": int(total), "rng": rng, **extra})
+
+
+def _decide(out_dir: Path, settings: dict, total: int, fresh: bool, patterns, unit: str, log) -> str:
+    """'fresh', 'resume' or 'finished', after moving an unusable earlier run aside (rank 0 only)."""
+    st = load_state(out_dir)
+    if fresh:
+        moved = move_aside(out_dir, patterns)
+        if moved:
+            log(f"{out_dir}: fresh run requested; the earlier run is in {moved.name}/")
+        return "fresh"
+    if st is None:
+        moved = move_aside(out_dir, patterns)
+        if moved:
+            log(f"{out_dir}: files without a training state moved to {moved.name}/; starting a fresh run")
+        return "fresh"
+    diff = settings_diff(st["settings"], settings)
+    if not diff and st["progress"] > total:
+        diff = [f"{unit}: {st['progress']} → {total} (the earlier run went further)"]
+    if diff:
+        moved = move_aside(out_dir, patterns)
+        log(f"{out_dir}: settings changed ({'; '.join(diff)}); starting a fresh run, the earlier one is in "
+            f"{moved.name}/")
+        return "fresh"
+    if st["progress"] == total:
+        log(f"{out_dir}: reusing the finished run ({total} {unit}, same settings)")
+        return "finished"
+    log(f"{out_dir}: resuming at {unit} {st['progress']} of {total} (same settings)")
+    return "resume"
+
+
+def open_run(out_dir, settings: dict, total: int, world: World, fresh: bool = False, patterns=(),
+             unit: str = "iterations", log=print) -> dict | None:
+    """The saved state to continue from (its `finished` key says whether it is complete), or None to start
+    fresh. Rank 0 inspects the folder and moves an unusable run aside; every rank gets the same answer.
+
+    `settings`: everything that shapes the result except the run's length `total`; `patterns`: globs of the
+    trainer's files in `out_dir` (moved aside with train_state.pt)."""
+    out_dir = Path(out_dir)
+    decision = None
+    if world.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        decision = _decide(out_dir, settings, total, fresh, patterns, unit, log)
+    decision = broadcast_object(decision, world)
+    if decision == "fresh":
+        return None
+    st = load_state(out_dir)
+    st["finished"] = decision == "finished"
+    return st
