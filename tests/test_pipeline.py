@@ -359,3 +359,18 @@ def test_committed_notebooks_carry_no_outputs_and_no_execution_counts():
         for i, cell in enumerate(nb.cells):
             if cell.cell_type == "code":
                 assert cell.outputs == [] and cell.execution_count is None, f"{path.name} cell {i} has outputs"
+
+
+def test_expert_bits_is_read_by_ibc_evaluation_only():
+    from bitlens import config, fingerprint
+    from bitlens.stages import STAGES as REAL
+
+    a = config.load_params("tiny")
+    b = config.load_params("tiny", {"ibc.experiments.shapes.expert_bits": 5})
+    changed = [s.name for s in REAL if fingerprint.params_read(a, s) != fingerprint.params_read(b, s)]
+    assert changed == ["22_ibc_eval"]
+    c = config.load_params("tiny", {"ibc.experiments.shapes.iterations": 7})
+    changed = [s.name for s in REAL if fingerprint.params_read(a, s) != fingerprint.params_read(c, s)]
+    assert changed == ["20_ibc_train", "21_ibc_dissect", "22_ibc_eval", "23_bit_browser"]
+    d = config.load_params("tiny", {"pipeline.cell_timeout": 5})
+    assert all(fingerprint.params_read(a, s) == fingerprint.params_read(d, s) for s in REAL)

@@ -233,8 +233,9 @@ def build_report(results, targets: dict, benchmarks=None, profile: str | None = 
     record = run_record(results)
     full_md = body_md + "\n## Run record\n\n" + record + "\n"
     io.write_text(results / "report.md", full_md)
-    headline = "\n".join(["## BEBR (headline)", "", _fmt(bebr), "", bebr_note, "", "## IBC (headline)", "",
-                          _fmt(ibc), "", ibc_note, ""])
+    headline = "\n".join(["## BEBR (headline)", "", _fmt(bebr), "", bebr_note, ""]
+                         + [f"- {x}" for x in orders] + ([""] if orders else [])
+                         + ["## IBC (headline)", "", _fmt(ibc), "", ibc_note, ""])
     io.write_text(results / "90_report" / "headline.md", headline)
     io.write_text(results / "report.html", to_html(full_md, results, f"bitlens report — {profile}"))
     counts = {}
@@ -305,8 +306,9 @@ def stage_statuses(results: Path) -> list[tuple[str, str]]:
         if s.name == "90_report":
             continue
         status = "ran" if (results / s.name / "metrics.json").exists() else "not run"
-        if recorded.get(s.name, {}).get("status") == "failed":
-            status = "failed (outputs of an earlier run)" if status == "ran" else "failed"
+        failed = recorded.get(s.name, {}).get("status")
+        if failed in ("failed", "interrupted"):
+            status = f"{failed} (outputs of an earlier run)" if status == "ran" else failed
         out.append((s.name, status))
     return out
 
