@@ -222,3 +222,15 @@ def test_run_record_shows_this_runs_stage_times_and_the_dirty_flag(results):
     assert rows["12_bebr_eval"][1:4] == ["ran", "4.5", "4.5"]
     assert rows["20_ibc_train"][1:4] == ["cached", "0.0", "96.5"]
     assert rows["90_report"][1] == "running"
+
+
+def test_headline_bits_are_integers_and_missing_bits_a_dash(results):
+    _write(results, "12_bebr_eval", {"headline_ties": "pessimistic", "rows": {
+        "hash": {"bits": 1024.0, "i2t": {"pessimistic": _recall(0.358, 0.6, 0.74)}}}})
+    report.build_report(results, TARGETS, None, "paper")
+    head = (results / "90_report" / "headline.md").read_text()
+    hash_row = next(r for r in head.splitlines() if r.startswith("| hash") and "recall@1" in r)
+    bebr_row = next(r for r in head.splitlines() if r.startswith("| bebr") and "recall@1" in r)
+    assert [c.strip() for c in hash_row.strip("|").split("|")][2:4] == ["1024", "1024"]
+    assert [c.strip() for c in bebr_row.strip("|").split("|")][2:4] == ["1024", "—"]
+    assert "None" not in head and "nan" not in head

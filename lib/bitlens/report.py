@@ -134,7 +134,14 @@ def _as_text(rows: list[dict], columns=TEXT_NUMBERS) -> pd.DataFrame:
         if float(v).is_integer() and not isinstance(v, float):
             return str(int(v))
         return f"{float(v):+.4f}" if signed else f"{float(v):.4f}"
-    df = pd.DataFrame([{k: one(v, k == "difference") if k in columns else v for k, v in r.items()} for r in rows])
+    def other(k, v):
+        if _is_missing(v):
+            return "—"
+        if "bits" in k and isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return v
+    df = pd.DataFrame([{k: one(v, k == "difference") if k in columns else other(k, v) for k, v in r.items()}
+                       for r in rows])
     df.attrs["preformatted"] = True
     return df
 
