@@ -81,3 +81,75 @@ def test_paper_profile_lists_missing_data_with_hints(tmp_path):
 
 def test_tiny_profile_needs_no_external_data(tmp_path):
     assert config.missing_data_paths(config.load_params("tiny"), root=tmp_path) == []
+
+
+# --- strict values and the run_all CLI (issue 11) ----------------------------------------------------------------
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+from bitlens import config as _config  # noqa: E402
+
+_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("value", [-1, 0])
+def test_out_of_range_count_is_refused_naming_key_and_range(value):
+    with pytest.raises(_config.ParamsError, match=r"'bebr\.train\.epochs' = %d is out of range: it must be at least 1"
+                       % value):
+        _config.load_params("tiny", {"bebr.train.epochs": value})
+
+
+def test_rates_and_thresholds_have_ranges():
+    with pytest.raises(_config.ParamsError, match=r"'bebr\.train\.lr' = 0\.0 .*greater than 0"):
+        _config.load_params("tiny", {"bebr.train.lr": 0})
+    with pytest.raises(_config.ParamsError, match=r"'dissect\.iou_threshold' = 1\.5 .*at least 0 and at most 1"):
+        _config.load_params("tiny", {"dissect.iou_threshold": 1.5})
+    with pytest.raises(_config.ParamsError, match=r"'ibc\.experiments\.shapes\.expert_bits' = 0 "):
+        _config.load_params("tiny", {"ibc.experiments.shapes.expert_bits": 0})
+    assert _config.load_params("tiny", {"dissect.iou_threshold": 0.0})["dissect"]["iou_threshold"] == 0.0
+
+
+def test_every_shipped_profile_is_within_range():
+    for profile in _config.list_profiles():
+        _config.load_params(profile)
+
+
+def test_profiles_listed_are_real_profiles():
+    assert _config.list_profiles() == ["paper", "released", "tiny"]
+    with pytest.raises(_config.ParamsError) as e:
+        _config.load_params("nosuch")
+    assert "Valid profiles: paper, released, tiny" in str(e.value) and "paper_targets" not in str(e.value)
+
+
+def _run_all(*args):
+    return subprocess.run([sys.executable, str(_ROOT / "run_all.py"), *args], cwd=_ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "bebr.train.epochs=-1"], "'bebr.train.epochs' = -1 is out of range: it must be at least 1"),
+    (["--set", "bebr.train.epochs=0"], "'bebr.train.epochs' = 0 is out of range: it must be at least 1"),
+    (["--only", "12_bebr_eval", "--from", "00_data"], "--only and --from contradict each other"),
+    (["--profile", "nosuch"], "unknown profile 'nosuch'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_run_all_bad_input_exits_2_on_stderr(args, message):
+    out = _run_all(*args)
+    assert out.returncode == 2 and message in out.stderr and out.stdout == ""
+
+
+def test_run_all_help_lists_every_flag_with_its_default():
+    sys.path.insert(0, str(_ROOT))
+    import run_all
+
+    out = _run_all("--help")
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    for action in run_all.parser()._actions:
+        if action.dest == "help":
+            continue
+        assert action.option_strings[0] in text
+    for default in ("(default: tiny)", "(default: None)", "(default: False)", "(default: [])", "(default: results)"):
+        assert default in text
+    assert text.count("(default:") == len(run_all.parser()._actions) - 1

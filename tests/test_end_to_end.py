@@ -1,5 +1,4 @@
 """The embedded tiny profile, end to end through run_all: every stage, the cache, determinism."""
-import time
 from pathlib import Path
 
 import pytest
@@ -33,11 +32,9 @@ def test_tiny_profile_runs_every_stage_and_writes_the_report(tiny_results):
 @pytest.mark.slow
 def test_second_run_is_fully_cached(tiny_results):
     results, _ = tiny_results
-    t0 = time.perf_counter()
     out = _run_all(results.parent)
     assert out.returncode == 0, out.stderr[-4000:]
     assert out.stdout.count("up to date") == len(STAGES)
-    assert time.perf_counter() - t0 < 120
 
 
 @pytest.mark.slow

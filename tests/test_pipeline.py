@@ -143,3 +143,234 @@ def test_list_shows_every_stage():
     assert out.returncode == 0, out.stderr
     for name in ("00_data", "12_bebr_eval", "21_ibc_dissect", "90_report"):
         assert name in out.stdout
+
+
+# --- caching by what a stage reads (acceptance tests of issue 11) -----------------------------------------------
+# Four fake stages on the throw-away kit: a → b, a → c, (b, c) → d. Each notebook writes its metrics from the
+# overrides it was given (so its outputs change exactly when a key it was given changes) and counts its runs in
+# a file outside the results.
+READS = (
+    StageSpec("a", (), None, "a", reads=("data.shapes.n_train",)),
+    StageSpec("b", ("a",), None, "b", reads=("bebr.train.epochs",)),
+    StageSpec("c", ("a",), None, "c", reads=("ibc.experiments.*.expert_bits",)),
+    StageSpec("d", ("b", "c"), None, "d", reads=()),
+)
+
+
+def _reading_notebook(stage: str, reads: str, sleep: float = 0) -> nbformat.NotebookNode:
+    body = ("import json, pathlib, time\n"
+            f"d = pathlib.Path(root) / 'results' / profile / '{stage}'\n"
+            "d.mkdir(parents=True, exist_ok=True)\n"
+            f"(pathlib.Path(root) / 'started_{stage}').write_text('x')\n"
+            f"time.sleep({sleep})\n"
+            f"mine = {{k: v for k, v in overrides.items() if k.startswith('{reads}')}}\n"
+            "(d / 'metrics.json').write_text(json.dumps({'read': mine, 'force': globals().get('force')}))\n"
+            f"runs = pathlib.Path(root) / 'runs_{stage}'\n"
+            "runs.write_text(runs.read_text() + 'x' if runs.exists() else 'x')\n")
+    return _notebook(body)
+
+
+@pytest.fixture
+def reading_kit(kit):
+    for spec, prefix in zip(READS, ("data.shapes", "bebr.train", "ibc.experiments", "nothing")):
+        nbformat.write(_reading_notebook(spec.name, prefix), kit / "notebooks" / f"{spec.name}.ipynb")
+    return kit
+
+
+def _run_reading(root, overrides=None, **kw):
+    p = Pipeline(profile="tiny", root=root, stages=READS, log=lambda *_: None, overrides=overrides or {})
+    p.params["pipeline"]["kernel"] = "python3"
+    return {r.name: r.status for r in p.run(**kw)}
+
+
+def _count(root, stage):
+    f = root / f"runs_{stage}"
+    return len(f.read_text()) if f.exists() else 0
+
+
+@pytest.mark.slow
+def test_a_key_read_by_one_stage_reruns_it_and_its_dependents_only(reading_kit):
+    assert set(_run_reading(reading_kit).values()) == {"ran"}
+    status = _run_reading(reading_kit, {"bebr.train.epochs": 3})
+    assert status == {"a": "cached", "b": "ran", "c": "cached", "d": "ran"}
+    status = _run_reading(reading_kit, {"bebr.train.epochs": 3, "ibc.experiments.shapes.expert_bits": 4})
+    assert status == {"a": "cached", "b": "cached", "c": "ran", "d": "ran"}
+    # pipeline settings are read by no stage
+    assert set(_run_reading(reading_kit, {"bebr.train.epochs": 3, "ibc.experiments.shapes.expert_bits": 4,
+                                          "pipeline.cell_timeout": 99}).values()) == {"cached"}
+
+
+@pytest.mark.slow
+def test_upstream_rerun_with_identical_outputs_keeps_dependents_and_changed_outputs_rerun_them(reading_kit):
+    _run_reading(reading_kit)
+    # a key `a` reads changes its outputs: b and c re-run; they write what they wrote before, so d stays cached
+    status = _run_reading(reading_kit, {"data.shapes.n_train": 7})
+    assert status == {"a": "ran", "b": "ran", "c": "ran", "d": "cached"}
+    # a's notebook edited in a way that writes the same outputs: a re-runs, nothing downstream does
+    nb = nbformat.read(reading_kit / "notebooks" / "a.ipynb", as_version=4)
+    nb.cells[1].source += "\n# a comment changes the code cells, not the outputs"
+    nbformat.write(nb, reading_kit / "notebooks" / "a.ipynb")
+    status = _run_reading(reading_kit, {"data.shapes.n_train": 7})
+    assert status == {"a": "ran", "b": "cached", "c": "cached", "d": "cached"}
+    # an upstream output changed behind the pipeline's back invalidates its dependents, not itself
+    (reading_kit / "results" / "tiny" / "b" / "metrics.json").write_text('{"edited": true}')
+    status = _run_reading(reading_kit, {"data.shapes.n_train": 7})
+    assert status == {"a": "cached", "b": "cached", "c": "cached", "d": "ran"}
+
+
+@pytest.mark.slow
+def test_notebook_metadata_and_outputs_do_not_invalidate(reading_kit):
+    _run_reading(reading_kit)
+    for spec in READS:
+        path = reading_kit / "notebooks" / f"{spec.name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        nb.metadata["language_info"] = {"name": "python", "version": "3.11.9", "mimetype": "text/x-python"}
+        nb.metadata["kernelspec"] = {"name": "bitlens", "display_name": "Python (bitlens)", "language": "python"}
+        nb.cells[1].execution_count = 7
+        nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="hello\n")]
+        nb.cells.append(nbformat.v4.new_markdown_cell("A note added in JupyterLab."))
+        nbformat.write(nb, path)
+    assert set(_run_reading(reading_kit).values()) == {"cached"}
+
+
+@pytest.mark.slow
+def test_force_passes_force_true_to_the_notebook(reading_kit):
+    _run_reading(reading_kit)
+    metrics = reading_kit / "results" / "tiny" / "b" / "metrics.json"
+    assert json.loads(metrics.read_text())["force"] is False
+    assert _run_reading(reading_kit, only=["b"], force=True) == {"b": "ran"}
+    assert json.loads(metrics.read_text())["force"] is True and _count(reading_kit, "b") == 2
+
+
+def test_only_and_from_together_are_refused(kit):
+    from bitlens.config import ParamsError
+
+    p, _ = _pipe(kit)
+    with pytest.raises(ParamsError, match="--only and --from contradict"):
+        p.run(only=["s2"], start="s1")
+
+
+@pytest.mark.slow
+def test_sigint_during_a_stage_prints_one_line_exits_130_and_leaves_it_incomplete(reading_kit):
+    import os
+    import signal
+    import time
+
+    nbformat.write(_reading_notebook("b", "bebr.train", sleep=120), reading_kit / "notebooks" / "b.ipynb")
+    driver = reading_kit / "driver.py"
+    driver.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "import run_all\n"
+        "from bitlens.pipeline import Pipeline\n"
+        "from bitlens.stages import StageSpec\n"
+        f"STAGES = {READS!r}\n"
+        "def make(**kw):\n"
+        f"    p = Pipeline(root={str(reading_kit)!r}, stages=STAGES, **kw)\n"
+        "    p.params['pipeline']['kernel'] = 'python3'\n"
+        "    return p\n"
+        "run_all.Pipeline = make\n"
+        "sys.exit(run_all.main(['--profile', 'tiny']))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
+    proc = subprocess.Popen([sys.executable, str(driver)], cwd=reading_kit, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (reading_kit / "started_b").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "stage b never started"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "interrupted during stage b" in lines[0] and "--from b" in lines[0]
+    assert "Traceback" not in out + err
+    assert (reading_kit / "results" / "tiny" / "a" / ".stage.json").exists()
+    assert not (reading_kit / "results" / "tiny" / "b" / ".stage.json").exists()
+    manifest = json.loads((reading_kit / "results" / "tiny" / "run_manifest.json").read_text())
+    assert manifest["stages"]["b"]["status"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_manifest_seen_by_a_stage_holds_this_runs_times(reading_kit):
+    body = ("import json, pathlib\n"
+            "r = pathlib.Path(root) / 'results' / profile\n"
+            "(r / 'd').mkdir(parents=True, exist_ok=True)\n"
+            "(r / 'd' / 'metrics.json').write_text((r / 'run_manifest.json').read_text())\n")
+    nbformat.write(_notebook(body), reading_kit / "notebooks" / "d.ipynb")
+    _run_reading(reading_kit)
+    seen = json.loads((reading_kit / "results" / "tiny" / "d" / "metrics.json").read_text())
+    assert seen["stages"]["d"]["status"] == "running"
+    for name in "abc":
+        marker = json.loads((reading_kit / "results" / "tiny" / name / ".stage.json").read_text())
+        assert seen["stages"][name] == {"status": "ran", "seconds": marker["seconds"]}
+    assert seen["git_dirty"] in (True, False, None) and seen["seed"] == 0 and seen["device"]
+
+
+@pytest.fixture
+def hand_kit(tmp_path, monkeypatch):
+    (tmp_path / "params").mkdir()
+    shutil.copy(ROOT / "params" / "tiny.yaml", tmp_path / "params" / "tiny.yaml")
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "notebooks").mkdir()
+    for name in ("11_bebr_train", "12_bebr_eval"):
+        nbformat.write(_notebook(f"# {name}"), tmp_path / "notebooks" / f"{name}.ipynb")
+    monkeypatch.delenv("BITLENS_PIPELINE", raising=False)
+    monkeypatch.delenv("BITLENS_RESULTS", raising=False)
+    return tmp_path
+
+
+def test_a_dependent_refuses_an_upstream_without_its_completion_marker(hand_kit):
+    from bitlens.stage import Stage
+
+    up = hand_kit / "results" / "tiny" / "11_bebr_train"
+    up.mkdir(parents=True)
+    (up / "metrics.json").write_text("{}")  # what an interrupted run leaves: results, no marker
+    stage = Stage("12_bebr_eval", "tiny", {}, hand_kit)
+    with pytest.raises(FileNotFoundError) as e:
+        stage.input("11_bebr_train")
+    msg = str(e.value)
+    assert "11_bebr_train has not finished" in msg
+    assert "python run_all.py --profile tiny --only 11_bebr_train" in msg and "notebooks/11_bebr_train.ipynb" in msg
+
+
+def test_a_notebook_run_by_hand_marks_its_stage_complete_as_the_pipeline_would(hand_kit, capsys):
+    from bitlens.stage import Stage
+
+    up = Stage("11_bebr_train", "tiny", {}, hand_kit)
+    assert not (up.dir / ".stage.json").exists()
+    up.write_metrics({"heads": {}})
+    assert json.loads((up.dir / ".stage.json").read_text())["by"] == "notebook"
+    assert Stage("12_bebr_eval", "tiny", {}, hand_kit).input("11_bebr_train") == up.dir
+    assert "out of date" not in capsys.readouterr().err
+    p = Pipeline(profile="tiny", root=hand_kit, log=lambda *_: None)
+    spec = next(s for s in p.stages if s.name == "11_bebr_train")
+    assert p.stored_fingerprint("11_bebr_train") == p.fingerprint(spec)
+    # re-opening the stage by hand starts a new run: it is incomplete until write_metrics
+    Stage("11_bebr_train", "tiny", {}, hand_kit)
+    assert not (up.dir / ".stage.json").exists()
+
+
+def test_committed_notebooks_carry_no_outputs_and_no_execution_counts():
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, f"{path.name} cell {i} has outputs"
+
+
+def test_expert_bits_is_read_by_ibc_evaluation_only():
+    from bitlens import config, fingerprint
+    from bitlens.stages import STAGES as REAL
+
+    a = config.load_params("tiny")
+    b = config.load_params("tiny", {"ibc.experiments.shapes.expert_bits": 5})
+    changed = [s.name for s in REAL if fingerprint.params_read(a, s) != fingerprint.params_read(b, s)]
+    assert changed == ["22_ibc_eval"]
+    c = config.load_params("tiny", {"ibc.experiments.shapes.iterations": 7})
+    changed = [s.name for s in REAL if fingerprint.params_read(a, s) != fingerprint.params_read(c, s)]
+    assert changed == ["20_ibc_train", "21_ibc_dissect", "22_ibc_eval", "23_bit_browser"]
+    d = config.load_params("tiny", {"pipeline.cell_timeout": 5})
+    assert all(fingerprint.params_read(a, s) == fingerprint.params_read(d, s) for s in REAL)

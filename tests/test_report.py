@@ -91,7 +91,7 @@ def test_gallery_and_other_outputs_are_collected(results):
     md = (results / "report.md").read_text()
     gallery = md.split("## Bit-interpretation gallery")[1].split("##")[0]
     assert "21_ibc_dissect/x_bits.png" in gallery
-    assert "12_bebr_eval/extra.png" in md and "bebr_ties" in md
+    assert "12_bebr_eval/extra.png" in md and "**bebr ties**" in md
     assert (results / "report.html").read_text().count("data:image/png;base64,") == 3
 
 
@@ -141,3 +141,96 @@ def test_a_failed_stage_is_flagged_from_the_manifest(results):
     md = (results / "report.md").read_text()
     record = md.split("## Run record")[1]
     assert "`abc`" in record and "numpy 2" in record and "1.5" in record
+
+
+def test_figures_are_captioned_by_what_they_show_not_their_file_name(results):
+    _write(results, "22_ibc_eval", {"experiments": {}, "report_figures": [
+        {"file": "code_length_sweep.png", "caption": "Class mAP against code length; 16 and 64 bits train fewer steps"}]})
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(results / "22_ibc_eval" / "code_length_sweep.png")
+    report.build_report(results, TARGETS, None, "paper")
+    md = (results / "report.md").read_text()
+    assert "![Class mAP against code length; 16 and 64 bits train fewer steps](22_ibc_eval/code_length_sweep.png)" in md
+    assert "![BEBR: COCO Recall@K table — recall vs bits](12_bebr_eval/recall_vs_bits.png)" in md
+    assert "![recall_vs_bits]" not in md and "![code_length_sweep]" not in md
+    assert "<figcaption>Class mAP against code length" in (results / "report.html").read_text()
+
+
+def test_tables_a_stage_lists_are_shown_with_their_caption(results):
+    (results / "13_bebr_compat").mkdir()
+    (results / "13_bebr_compat" / "compat_table.md").write_text("| model | R@1 |\n|---|---|\n| ours | 0.5 |\n")
+    (results / "13_bebr_compat" / "metrics.json").write_text(json.dumps({"report_tables": [
+        {"file": "compat_table.md", "caption": "Our heads against the released ones"},
+        {"file": "gone.md", "caption": "x"}]}))
+    from bitlens import stages
+
+    extra = stages.StageSpec("13_bebr_compat", ("11_bebr_train",), "bebr", "BEBR: compatibility")
+    old = report.STAGES
+    report.STAGES = old[:4] + (extra,) + old[4:]
+    try:
+        report.build_report(results, TARGETS, None, "paper")
+    finally:
+        report.STAGES = old
+    md = (results / "report.md").read_text()
+    section = md.split("## Tables from the stages")[1]
+    assert "### Our heads against the released ones (13_bebr_compat)" in section and "| ours | 0.5 |" in section
+    assert "lists the table `{'file': 'gone.md', 'caption': 'x'}`, which is not there" in section
+    assert md.count("| ours | 0.5 |") == 1  # not repeated among the other outputs
+
+
+def test_orders_are_stated_from_the_numbers(results):
+    report.build_report(results, TARGETS, None, "paper")
+    md = (results / "report.md").read_text()
+    # measured: bebr 0.360 > hash 0.358 at R@1; published: bebr 0.360 > hash 0.348 → same order
+    assert "- R@1: ours bebr (0.3600) > hash (0.3580); paper bebr (0.360) > hash (0.348): the same order." in md
+    # R@10 has no published bebr value: only one embedding is comparable
+    assert "- R@10: fewer than two embeddings" in md
+
+
+def test_missing_numbers_read_as_a_dash_and_whole_numbers_as_integers(tmp_path):
+    import pandas as pd
+
+    md = report.markdown_table(pd.DataFrame({"bits": [16.0, 64.0], "R@1": [0.5, float("nan")],
+                                             "paper bits": [None, 1024], "ms": [1.25, None]}))
+    rows = [[c.strip() for c in r.strip("|").split("|")] for r in md.splitlines()[2:]]
+    assert rows == [["16", "0.5000", "—", "1.2500"], ["64", "—", "1024", "—"]]
+    assert "nan" not in md
+
+
+def test_benchmark_cells_never_read_nan(tmp_path, results):
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "hamming__cpu.csv").write_text("benchmark,bitlens_s,peer_s,ratio\nx,1.5,,\n")
+    report.build_report(results, TARGETS, bench, "paper")
+    section = (results / "report.md").read_text().split("## Benchmarks")[1].split("## Run record")[0]
+    assert "nan" not in section and "| x " in section and "—" in section
+
+
+def test_run_record_shows_this_runs_stage_times_and_the_dirty_flag(results):
+    (results / "run_manifest.json").write_text(json.dumps({
+        "git_commit": "abc", "git_dirty": True, "device": "cpu: x86_64, 2 cores", "seed": 3, "started": "T0",
+        "packages": {"torch": "2.3"},
+        "stages": {"12_bebr_eval": {"status": "ran", "seconds": 4.5},
+                   "20_ibc_train": {"status": "cached", "seconds": 0.0, "last_run_seconds": 96.5},
+                   "90_report": {"status": "running", "seconds": 0.0}}}))
+    report.build_report(results, TARGETS, None, "paper")
+    record = (results / "report.md").read_text().split("## Run record")[1]
+    assert "`abc` with uncommitted changes" in record and "seed: 3" in record and "torch 2.3" in record
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")] for r in record.splitlines()
+            if r.startswith("| ") and "stage" not in r}
+    assert rows["12_bebr_eval"][1:4] == ["ran", "4.5", "4.5"]
+    assert rows["20_ibc_train"][1:4] == ["cached", "0.0", "96.5"]
+    assert rows["90_report"][1] == "running"
+
+
+def test_headline_bits_are_integers_and_missing_bits_a_dash(results):
+    _write(results, "12_bebr_eval", {"headline_ties": "pessimistic", "rows": {
+        "hash": {"bits": 1024.0, "i2t": {"pessimistic": _recall(0.358, 0.6, 0.74)}}}})
+    report.build_report(results, TARGETS, None, "paper")
+    head = (results / "90_report" / "headline.md").read_text()
+    hash_row = next(r for r in head.splitlines() if r.startswith("| hash") and "recall@1" in r)
+    bebr_row = next(r for r in head.splitlines() if r.startswith("| bebr") and "recall@1" in r)
+    assert [c.strip() for c in hash_row.strip("|").split("|")][2:4] == ["1024", "1024"]
+    assert [c.strip() for c in bebr_row.strip("|").split("|")][2:4] == ["1024", "—"]
+    assert "None" not in head and "nan" not in head

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bitlens import io
-from bitlens.stages import STAGES
+from bitlens import claims, io
+from bitlens.stages import BY_NAME, STAGES
 
 SYNTHETIC = "synthetic data: not comparable"
 
@@ -134,7 +134,14 @@ def _as_text(rows: list[dict], columns=TEXT_NUMBERS) -> pd.DataFrame:
         if float(v).is_integer() and not isinstance(v, float):
             return str(int(v))
         return f"{float(v):+.4f}" if signed else f"{float(v):.4f}"
-    df = pd.DataFrame([{k: one(v, k == "difference") if k in columns else v for k, v in r.items()} for r in rows])
+    def other(k, v):
+        if _is_missing(v):
+            return "—"
+        if "bits" in k and isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return v
+    df = pd.DataFrame([{k: one(v, k == "difference") if k in columns else other(k, v) for k, v in r.items()}
+                       for r in rows])
     df.attrs["preformatted"] = True
     return df
 
@@ -147,7 +154,34 @@ def _fmt(df: pd.DataFrame) -> str:
         numeric = TEXT_NUMBERS + ("seconds", "last run (s)")
         align = ["right" if c in numeric or pd.api.types.is_numeric_dtype(df[c]) else "left" for c in df]
         return df.to_markdown(index=False, disable_numparse=True, colalign=align)
-    return df.to_markdown(index=False, floatfmt=".4f")
+    return markdown_table(df)
+
+
+def _is_missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    """A markdown table whose numbers read for their kind: a missing value is "—" (never "nan"), a column of whole
+    numbers above 1 (bits, counts, ranks) prints as integers, other numbers with `floatfmt`."""
+    if not len(df):
+        return "_(empty)_"
+    cols, align = {}, []
+    for c in df.columns:
+        vals = list(df[c])
+        nums = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool) and not _is_missing(v)]
+        whole = bool(nums) and all(float(v).is_integer() for v in nums) and (
+            all(isinstance(v, int) for v in nums) or max(abs(float(v)) for v in nums) > 1)
+
+        def cell(v):
+            if _is_missing(v):
+                return "—"
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                return str(v)
+            return str(int(v)) if whole else format(float(v), floatfmt)
+        cols[str(c)] = [cell(v) for v in vals]
+        align.append("right" if nums else "left")
+    return pd.DataFrame(cols).to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
 def _img(path: Path) -> str:
@@ -168,6 +202,10 @@ def build_report(results, targets: dict, benchmarks=None, profile: str | None = 
                "for orientation only.", ""]
     md += ["## Stages", "", _fmt(pd.DataFrame(stage_status, columns=["stage", "status"])), ""]
     md += ["## BEBR — COCO image→text retrieval", "", _fmt(bebr), "", bebr_note, ""]
+    orders = bebr_order_sentences(results, targets, comparable)
+    if orders:
+        md += ["Order of the embeddings at each Recall@K (computed from the measured and published values):", ""]
+        md += [f"- {x}" for x in orders] + [""]
     tbl = results / "12_bebr_eval" / "bebr_table.md"
     if tbl.exists():
         md += ["### Full BEBR table (both directions)", "", tbl.read_text().strip(), ""]
@@ -179,20 +217,19 @@ def build_report(results, targets: dict, benchmarks=None, profile: str | None = 
     for stage, pattern in (("12_bebr_eval", "recall_vs_bits.png"), ("22_ibc_eval", "code_length_sweep.png")):
         figs += sorted((results / stage).glob(pattern))
     if figs:
-        md += ["## Figures", ""] + [f"![{f.stem}]({f.relative_to(results)})" for f in figs] + [""]
+        md += ["## Figures", ""] + [_figure(results, f) for f in figs] + [""]
     gallery, missing = dissect_figures(results)
     md += ["## Bit-interpretation gallery (21_ibc_dissect)", ""]
-    md += [f"![{f.stem}]({f.relative_to(results)})" for f in gallery] or ([] if missing else ["_not run_"])
+    md += [_figure(results, f) for f in gallery] or ([] if missing else ["_not run_"])
     if missing:
         # one stage's stale outputs should not cost the whole report: say so where the figures would be
         md += ["", f"**Missing:** 21_ibc_dissect/metrics.json lists {', '.join(missing)}, which are not there; "
                "re-run the stage (`run_all.py --only 21_ibc_dissect`)."]
     md += [""]
-    cov = sorted((results / "21_ibc_dissect").glob("*_planted_coverage.md"))
-    for c in cov:
-        md += [f"### Planted concepts ({c.stem.split('_')[0]})", "", c.read_text().strip(), ""]
+    listed, listed_md = report_tables(results)
+    md += listed_md
     shown = {results / "12_bebr_eval" / "bebr_table.md", results / "22_ibc_eval" / "ibc_table.md", *figs, *gallery,
-             *cov}
+             *listed}
     md += other_outputs(results, shown)
     benches = latest_benchmarks(Path(benchmarks)) if benchmarks else []
     if benches:
@@ -203,8 +240,9 @@ def build_report(results, targets: dict, benchmarks=None, profile: str | None = 
     record = run_record(results)
     full_md = body_md + "\n## Run record\n\n" + record + "\n"
     io.write_text(results / "report.md", full_md)
-    headline = "\n".join(["## BEBR (headline)", "", _fmt(bebr), "", bebr_note, "", "## IBC (headline)", "",
-                          _fmt(ibc), "", ibc_note, ""])
+    headline = "\n".join(["## BEBR (headline)", "", _fmt(bebr), "", bebr_note, ""]
+                         + [f"- {x}" for x in orders] + ([""] if orders else [])
+                         + ["## IBC (headline)", "", _fmt(ibc), "", ibc_note, ""])
     io.write_text(results / "90_report" / "headline.md", headline)
     io.write_text(results / "report.html", to_html(full_md, results, f"bitlens report — {profile}"))
     counts = {}
@@ -213,6 +251,56 @@ def build_report(results, targets: dict, benchmarks=None, profile: str | None = 
             key = v if not v.startswith("off by") else "off"
             counts[key] = counts.get(key, 0) + 1
     return {"verdicts": counts, "stages": dict(stage_status)}
+
+
+def bebr_order_sentences(results: Path, targets: dict, comparable: bool) -> list[str]:
+    m = _metrics(results, "12_bebr_eval")
+    if not m or not m.get("rows"):
+        return []
+    measured = claims.recall_table(m["rows"], m["headline_ties"])
+    return claims.recall_order_sentences(measured, targets["bebr"]["rows"], comparable=comparable)
+
+
+def _caption_from_metrics(results: Path, stage: str, name: str) -> str | None:
+    m = _metrics(results, stage) or {}
+    for key in ("report_figures", "report_tables"):
+        for entry in m.get(key) or []:
+            if isinstance(entry, dict) and entry.get("file") == name and entry.get("caption"):
+                return str(entry["caption"])
+    return None
+
+
+def figure_caption(results: Path, path: Path) -> str:
+    """What a figure shows: the caption its stage gave it, else the stage's title and the figure's name in words."""
+    stage = path.relative_to(results).parts[0]
+    given = _caption_from_metrics(results, stage, path.name)
+    if given:
+        return given
+    title = BY_NAME[stage].title if stage in BY_NAME else stage
+    return f"{title} — {path.stem.replace('_', ' ')}"
+
+
+def _figure(results: Path, path: Path) -> str:
+    caption = " ".join(figure_caption(results, path).replace("[", "(").replace("]", ")").split())
+    return f"![{caption}]({path.relative_to(results)})"
+
+
+def report_tables(results: Path) -> tuple[list[Path], list[str]]:
+    """The tables stages list under `report_tables` in their metrics.json ({"file", "caption"}), stage by stage."""
+    shown, md = [], []
+    for s in STAGES:
+        entries = (_metrics(results, s.name) or {}).get("report_tables") or []
+        for e in entries:
+            f = results / s.name / str(e.get("file", "")) if isinstance(e, dict) else None
+            if f is None or not f.is_file():
+                md += [f"**Missing:** {s.name}/metrics.json lists the table `{e}`, which is not there; "
+                       f"re-run the stage (`run_all.py --only {s.name}`).", ""]
+                continue
+            text = f.read_text().strip()
+            caption = str(e.get("caption") or "")
+            md += [f"### {caption or f.stem.replace('_', ' ')} ({s.name})", "", text, ""]
+            shown.append(f)
+    return shown, (["## Tables from the stages", ""] + md) if md else []
 
 
 def stage_statuses(results: Path) -> list[tuple[str, str]]:
@@ -225,8 +313,9 @@ def stage_statuses(results: Path) -> list[tuple[str, str]]:
         if s.name == "90_report":
             continue
         status = "ran" if (results / s.name / "metrics.json").exists() else "not run"
-        if recorded.get(s.name, {}).get("status") == "failed":
-            status = "failed (outputs of an earlier run)" if status == "ran" else "failed"
+        failed = recorded.get(s.name, {}).get("status")
+        if failed in ("failed", "interrupted"):
+            status = f"{failed} (outputs of an earlier run)" if status == "ran" else failed
         out.append((s.name, status))
     return out
 
@@ -253,12 +342,12 @@ def other_outputs(results: Path, shown: set) -> list[str]:
             if folder.is_dir() else []
         if not files:
             continue
-        out += [f"### {s.name}", ""]
+        out += [f"### {s.title} ({s.name})", ""]
         for f in files:
             if f.suffix == ".png":
-                out += [f"![{f.stem}]({f.relative_to(results)})", ""]
+                out += [_figure(results, f), ""]
             else:
-                out += [f"**{f.stem}**", "", f.read_text().strip(), ""]
+                out += [f"**{f.stem.replace('_', ' ')}**", "", f.read_text().strip(), ""]
     return (["## Other tables and figures, by stage", ""] + out) if out else []
 
 
@@ -267,8 +356,14 @@ def run_record(results: Path) -> str:
     man = results / "run_manifest.json"
     if man.exists():
         m = json.loads(man.read_text())
-        out += [f"- git commit: `{m.get('git_commit')}`", f"- device: {m.get('device')}", f"- seed: {m.get('seed')}",
+        dirty = m.get("git_dirty")
+        out += [f"- git commit: `{m.get('git_commit')}`"
+                + (" with uncommitted changes" if dirty else " (clean checkout)" if dirty is False else ""),
+                f"- device: {m.get('device')}", f"- seed: {m.get('seed')}",
+                f"- run started: {m['started']}" if m.get("started") else "- run started: unknown",
                 "- packages: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()), "",
+                "Seconds per stage in this run (cached stages: the seconds of the run that made their results; "
+                "`running` is this report):", "",
                 _fmt(_stage_times(m.get("stages", {})))]
         # a failure message spans many lines: a table cell cannot hold it
         for name, v in m.get("stages", {}).items():
@@ -369,3 +464,25 @@ def to_html(md: str, base: Path, title: str) -> str:
            "overflow:auto}figure{margin:12px 0}figcaption{font-size:12px;color:#666}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{css}"
             f"</style></head><body>{''.join(out)}</body></html>\n")
+
+
+def recall_vs_bits_figure(ours: dict, published: dict, ours_label: str, paper_label: str, k: int = 10):
+    """Recall@k against bits per item, this run and the published table in two panels side by side: they come
+    from different data (a profile's dataset vs COCO), so they never share axes.
+
+    `ours` / `published`: {embedding: (bits, recall)}.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, points, title in ((axes[0], ours, ours_label), (axes[1], published, paper_label)):
+        for name, (bits, recall) in points.items():
+            if bits is None or recall is None:
+                continue
+            ax.scatter(bits, recall, s=60)
+            ax.annotate(f"{name} ({int(bits)} bits)", (bits, recall), textcoords="offset points", xytext=(6, 4),
+                        fontsize=8)
+        ax.set(xscale="log", xlabel="bits per item", ylabel=f"image→text R@{k}", title=title)
+        ax.margins(x=0.3, y=0.15)
+    fig.tight_layout()
+    return fig

@@ -46,6 +46,7 @@ class Stage:
         self.dir = self.results / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.overrides = dict(overrides or {})
+        self._report: dict[str, list[dict]] = {"report_tables": [], "report_figures": []}
         if not under_pipeline():
             fingerprint.clear_marker(self.dir)  # this run replaces the results: not complete until it ends
 
@@ -114,7 +115,9 @@ class Stage:
     # -- writers ---------------------------------------------------------------
     def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
         """`metrics.json`, the stage's last write; run by hand, it also marks the stage complete."""
-        path = io.write_json(self.dir / "metrics.json", {"stage": self.name, "profile": self.profile, **metrics})
+        listed = {k: v for k, v in self._report.items() if v and k not in metrics}
+        path = io.write_json(self.dir / "metrics.json", {"stage": self.name, "profile": self.profile, **metrics,
+                                                         **listed})
         if not under_pipeline():
             fp = fingerprint.fingerprint_now(self.spec, self.params, self.notebook, self.results)
             fingerprint.write_marker(self.dir, fp, by="notebook")
@@ -124,18 +127,31 @@ class Stage:
         d = self.input(stage) if stage else self.dir
         return io.read_json(d / "metrics.json")
 
-    def save_table(self, df, name: str, caption: str | None = None, floatfmt: str = ".4f") -> Path:
-        """`<name>.csv` and `<name>.md` (markdown with the caption under the table)."""
+    def save_table(self, df, name: str, caption: str | None = None, floatfmt: str = ".4f",
+                   report: bool = False) -> Path:
+        """`<name>.csv` and `<name>.md` (markdown with the caption under the table). `report=True` lists the
+        table under `report_tables` in metrics.json, so the report shows it with its caption."""
+        from bitlens.report import markdown_table
+
         csv = self.dir / f"{name}.csv"
         io.write_text(csv, df.to_csv(index=False))
-        md = df.to_markdown(index=False, floatfmt=floatfmt)
+        md = markdown_table(df, floatfmt)
         if caption:
             md += f"\n\n{caption}\n"
         io.write_text(self.dir / f"{name}.md", md + "\n")
+        if report:
+            self._list("report_tables", f"{name}.md", caption)
         return csv
 
-    def save_figure(self, fig, name: str, dpi: int = 110) -> Path:
+    def save_figure(self, fig, name: str, dpi: int = 110, caption: str | None = None) -> Path:
+        """`<name>.png`; `caption` (what the figure shows, in words) is what the report prints under it."""
         path = self.dir / f"{name}.png"
         with io.atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+        if caption:
+            self._list("report_figures", path.name, caption)
         return path
+
+    def _list(self, key: str, file: str, caption: str | None) -> None:
+        entries = [e for e in self._report[key] if e["file"] != file]
+        self._report[key] = entries + [{"file": file, "caption": caption or ""}]

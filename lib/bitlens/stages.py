@@ -47,7 +47,8 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("22_ibc_eval", ("20_ibc_train", "21_ibc_dissect"), "ibc", "IBC: codes, mAP tables, MIS",
               reads=("seed", "device", "data.imagelists", "data.shapes", "ibc", "report.targets")),
     StageSpec("23_bit_browser", ("21_ibc_dissect", "22_ibc_eval"), "dissect", "IBC: bit browser widget",
-              reads=("data.imagelists", "data.broden", "data.shapes", "ibc.experiments", "dissect")),
+              reads=("data.imagelists", "data.broden", "data.shapes", "ibc.experiments", "dissect"),
+              ignores=_IBC_EVAL_ONLY),
     StageSpec("90_report", ("12_bebr_eval", "22_ibc_eval", "21_ibc_dissect"), None, "Reproduction report",
               reads=("seed", "report")),
 )
