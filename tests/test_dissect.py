@@ -189,6 +189,9 @@ def test_float32_cache_holds_the_layer_output_exactly(tmp_path):
     with torch.no_grad():
         want = model(torch.stack([preprocess_image(b.load_image(i), 8, "caffe") for i in range(3)])).numpy()
     np.testing.assert_array_equal(np.asarray(acts), want)
+    from bitlens.dissect import open_activations
+
+    np.testing.assert_array_equal(np.asarray(open_activations(tmp_path / "out" / "cache")), want)
     with pytest.raises(ValueError, match="unknown activation cache dtype 'float64'"):
         dissect(model, b, tmp_path / "out2", layer="conv", input_size=8, cache_dtype="float64")
 
@@ -251,3 +254,23 @@ def test_bench_at_a_tiny_size_agrees_with_the_fork_port():
         assert u["label"] == p["label"] and u["score"] == pytest.approx(p["score"], abs=1e-9)
     rows = bench_dissect.main(["--images", "30", "--mask", "16", "--units", "8", "--no-write"])
     assert rows[0]["peer"] == "IBC fork loop (port)" and "labels agree" in rows[0]["note"]
+
+
+def test_figures_show_every_category_and_unlabelled_bits(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bitlens import figures
+
+    bar = figures.category_bar({"scene": 2}, "t", ["color", "object", "scene"])
+    assert [t.get_text() for t in bar.axes[0].get_xticklabels()] == ["color", "object", "scene"]
+    b = _area_rule_broden(tmp_path)
+    units = unit_labels(tally(_area_rule_acts(), np.array([0.5, 0.5]), b), b)
+    for u in units:
+        u.update(threshold=0.5, top_images=[0, 1])
+    fig = figures.bit_interpretation_figure(units, b, _area_rule_acts(), [1, 2], top_n=2)
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert titles[0].startswith("bit 1: sky-s (scene, IoU 0.562)") and titles[1] == "bit 2: (unlabelled, IoU 0.000)"
+    assert any("yellow" in t.get_text() for t in fig.texts)
+    page = figures.dissection_html("t", {"iou_threshold": 0.04, "headline": "h"}, units, {})
+    assert "(unlabelled)" in page

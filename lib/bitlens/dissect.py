@@ -136,6 +136,21 @@ def cache_activations(fn, broden: Broden, cache_dir, input_size: int, batch_size
     return np.memmap(data_path, dtype=np_dtype, mode="r", shape=shape)
 
 
+def open_activations(cache_dir) -> np.memmap:
+    """The finished activation cache of a dissection (read-only), in the dtype it was written with."""
+    cache_dir = Path(cache_dir)
+    meta_path = cache_dir / "activations.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path}: no activation cache here; run the dissection (21_ibc_dissect) first")
+    meta = json.loads(meta_path.read_text())
+    dtype = meta.get("dtype", "float16")  # caches written before the dtype option were float16
+    np_dtype, suffix = CACHE_DTYPES[dtype]
+    if meta.get("done") != meta["shape"][0]:
+        raise ValueError(f"{meta_path}: the cache is incomplete ({meta.get('done')} of {meta['shape'][0]} images); "
+                         "re-run the dissection")
+    return np.memmap(cache_dir / f"activations.{suffix}", dtype=np_dtype, mode="r", shape=tuple(meta["shape"]))
+
+
 def _rows(acts: np.ndarray, images, a: int, b: int, cols: slice) -> np.ndarray:
     block = acts[a:b, cols] if images is None else acts[np.asarray(images[a:b]), cols]
     return np.asarray(block, dtype=np.float32)
