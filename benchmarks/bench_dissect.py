@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import row, show, write  # noqa: E402
+from common import loadavg, ratio_row, show, write  # noqa: E402
 
 from bitlens import dissect  # noqa: E402
 
@@ -229,7 +229,7 @@ def main(argv=None):
     data = ArrayBroden(a.images, a.mask)
     acts = random_net_activations(a.images, a.units)
     print(f"generated {a.images} images ({a.mask}² masks), {a.units} units 7×7 in {time.perf_counter() - t0:.1f} s "
-          f"(not timed); load average {open('/proc/loadavg').read().split()[0]}; "
+          f"(not timed); load average {loadavg()}; "
           f"tally threads {a.threads or dissect.default_threads()}")
     cats = list(CATEGORIES)
 
@@ -254,8 +254,8 @@ def main(argv=None):
     note += (f"peak RSS growth bitlens {ours_mem / 2 ** 20:.0f} MiB, peer {peer_mem / 2 ** 20:.0f} MiB; "
              f"top-image selection (bitlens only) {top_s:.2f} s, {top_mem / 2 ** 20:.0f} MiB")
     # target: bitlens time ≤ 0.1 × the fork's (≥ 10× faster)
-    rows = [row(f"dissect quantile+tally {a.images}x{a.mask}^2x{a.units}u", ours_s, "IBC fork loop (port)",
-                peer_s * scale, 0.1, note)]
+    rows = [ratio_row(f"dissect quantile+tally {a.images}x{a.mask}^2x{a.units}u", "bitlens.dissect", ours_s,
+                      "IBC fork loop (port)", peer_s * scale, 0.1, note=note)]
     print(show(rows))
     print(f"speed-up: {peer_s * scale / ours_s:.1f}x")
     if not a.no_write:
