@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bitlens.data.broden import Broden
-from bitlens.dissect import Tally, dissect, layer_fn, tally, unit_thresholds, upsample
+from bitlens.dissect import (Tally, bit_groups, dissect, kept_images, layer_fn, preprocess_image, summarize, tally,
+                             top_images, unit_labels, unit_thresholds, upsample)
 
 
 def _broden(tmp_path, n=2, size=4, missing_mask=False):
@@ -87,3 +88,189 @@ def test_missing_layer_and_missing_mask_are_clear_errors(tmp_path):
     b = _broden(tmp_path, missing_mask=True)
     with pytest.raises(FileNotFoundError, match="1_object.png"):
         tally(np.zeros((2, 1, 4, 4), np.float32), np.array([0.5]), b)
+
+
+def _area_rule_broden(tmp_path):
+    """Three 4×4 images (masks 4×4). Image 0: object 'cat' (1) on the top-left 2×2, color 'red-c' (3) on the
+    bottom row's right half, scene 'sky-s' (2) image-level. Image 1: 'cat' on the top-left 2×2 only. Image 2: no
+    label in any category (the fork drops it)."""
+    d = tmp_path / "area"
+    (d / "images").mkdir(parents=True)
+
+    def mask(name, cells, label):
+        m = np.zeros((4, 4, 3), np.uint8)
+        for r, c in cells:
+            m[r, c, 0] = label
+        Image.fromarray(m).save(d / "images" / name)
+        return name
+
+    tl = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for i in range(3):
+        Image.new("RGB", (4, 4), (60 * i, 0, 0)).save(d / "images" / f"{i}.png")
+    rows = [f"0.png,train,4,4,4,4,{mask('0_c.png', [(3, 2), (3, 3)], 3)},{mask('0_o.png', tl, 1)},2",
+            f"1.png,train,4,4,4,4,,{mask('1_o.png', tl, 1)},",
+            "2.png,train,4,4,4,4,,,"]
+    (d / "index.csv").write_text("image,split,ih,iw,sh,sw,color,object,scene\n" + "\n".join(rows) + "\n")
+    (d / "category.csv").write_text("name,first,last,count,frequency\ncolor,3,3,1,1\nobject,1,1,1,2\n"
+                                    "scene,2,2,1,1\n")
+    (d / "label.csv").write_text("number,name,category,frequency,coverage,syns\n1,cat,object(2),2,0.25,\n"
+                                 "2,sky-s,scene(1),1,1.0,\n3,red-c,color(1),1,0.125,\n")
+    return Broden(d)
+
+
+def _area_rule_acts():
+    """Unit 0: the top-left 3×3 in image 0 (overlaps 'cat', misses 'red-c'), the bottom-right 2×2 in image 1
+    (misses 'cat'), everything in image 2. Unit 1: dead."""
+    acts = np.zeros((3, 2, 4, 4), np.float32)
+    acts[0, 0, :3, :3] = 1.0
+    acts[1, 0, 2:, 2:] = 1.0
+    acts[2, 0] = 1.0
+    return acts
+
+
+def test_area_rule_counts_an_image_only_where_the_mask_meets_the_category(tmp_path):
+    b = _area_rule_broden(tmp_path)
+    acts = _area_rule_acts()
+    assert kept_images(b, b.categories).tolist() == [0, 1]
+    t = tally(acts, np.array([0.5, 0.5]), b)  # reference: image 2 dropped
+    cat, sky, red = 1, 2, 3
+    obj, scene, color = (t.categories.index(c) for c in ("object", "scene", "color"))
+    # |M| = 9 (image 0) and 4 (image 1); only image 0's mask touches a 'cat' pixel, image 0 has sky-s, no
+    # mask touches red-c
+    assert t.unit_area[0, obj] == 9 and t.unit_area[0, scene] == 9 and t.unit_area[0, color] == 0
+    assert t.intersect[0, cat] == 4 and t.label_area[cat] == 8
+    assert t.intersect[0, sky] == 9 and t.label_area[sky] == 16
+    assert t.intersect[0, red] == 0 and t.label_area[red] == 2
+    iou = t.iou()
+    assert iou[0, cat] == pytest.approx(4 / (9 + 8 - 4))
+    assert iou[0, sky] == pytest.approx(9 / (9 + 16 - 9))
+    # the simple rule adds image 1's |M| to object as well, and keeps image 2
+    simple = tally(acts, np.array([0.5, 0.5]), b, reference=False)
+    assert simple.unit_area[0, obj] == 9 + 4 + 0 and simple.unit_area[0, scene] == 9
+    assert simple.iou()[0, cat] == pytest.approx(4 / (13 + 8 - 4))
+    units = unit_labels(t, b)
+    assert (units[0]["label"], units[0]["category"]) == ("sky-s", "scene")
+    assert units[0]["score"] == pytest.approx(9 / 16)
+    # a dead unit is unlabelled: no category, empty label, IoU 0 — and not interpretable at any threshold
+    assert (units[1]["label"], units[1]["category"], units[1]["score"]) == ("", "", 0.0)
+    assert summarize(units, 0.0)["interpretable"] == 1
+    assert bit_groups(units, 0.0) == {"sky-s": [1]}
+
+
+def test_images_without_labels_do_not_enter_the_thresholds(tmp_path):
+    b = _area_rule_broden(tmp_path)
+    acts = _area_rule_acts()
+    # the median over images 0 and 1 (13 of 32 positions on) is 0; with image 2 (29 of 48 on) it would be 1
+    assert unit_thresholds(acts, 0.5, images=[0, 1])[0] == 0.0
+    assert unit_thresholds(acts, 0.5)[0] == 1.0
+
+
+def test_caffe_preprocessing_of_a_constant_image():
+    img = np.zeros((6, 6, 3), np.uint8)
+    img[:] = (200, 100, 50)
+    x = preprocess_image(img, 6, "caffe")
+    want = [(200 - 123.68) / (255 * 0.224), (100 - 116.779) / (255 * 0.224), (50 - 103.939) / (255 * 0.224)]
+    for ch in range(3):
+        torch.testing.assert_close(x[ch], torch.full((6, 6), want[ch]), rtol=0, atol=1e-6)
+    tv = preprocess_image(img, 6, "torchvision")
+    assert tv[0, 0, 0].item() == pytest.approx((200 / 255 - 0.485) / 0.229, abs=1e-6)
+    with pytest.raises(ValueError, match="unknown preprocessing 'bgr'; valid: caffe, torchvision"):
+        preprocess_image(img, 6, "bgr")
+
+
+def test_float32_cache_holds_the_layer_output_exactly(tmp_path):
+    b = _broden(tmp_path, n=3)
+    model = _Tiny().eval()
+    res = dissect(model, b, tmp_path / "out", layer="conv", input_size=8, cache_dtype="float32",
+                  preprocess="caffe")
+    assert (tmp_path / "out" / "cache" / "activations.f32").exists()
+    acts = res["activations"]
+    assert acts.dtype == np.float32
+    with torch.no_grad():
+        want = model(torch.stack([preprocess_image(b.load_image(i), 8, "caffe") for i in range(3)])).numpy()
+    np.testing.assert_array_equal(np.asarray(acts), want)
+    from bitlens.dissect import open_activations
+
+    np.testing.assert_array_equal(np.asarray(open_activations(tmp_path / "out" / "cache")), want)
+    with pytest.raises(ValueError, match="unknown activation cache dtype 'float64'"):
+        dissect(model, b, tmp_path / "out2", layer="conv", input_size=8, cache_dtype="float64")
+
+
+def test_top_images_in_bounded_chunks_match_the_whole_array():
+    rng = np.random.default_rng(1)
+    acts = rng.random((37, 3, 2, 2)).astype(np.float32)
+    whole = top_images(acts, 5)
+    chunked = top_images(acts, 5, memory=acts[0].nbytes * 4)  # 4 images per chunk
+    np.testing.assert_array_equal(whole, chunked)
+    peak = acts.max(axis=(2, 3))
+    assert whole[1, 0] == int(np.argmax(peak[:, 1]))
+    sub = top_images(acts, 2, images=[3, 7, 9])
+    assert set(sub[0]) <= {3, 7, 9}
+
+
+def test_cli_errors_go_to_stderr_with_status_2(tmp_path, capsys):
+    from bitlens.dissect import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--broden", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "python -m bitlens.dissect: error" in err and "--checkpoint" in err
+    assert main(["--checkpoint", str(tmp_path / "none.pt"), "--broden", str(tmp_path), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "none.pt" in capsys.readouterr().err
+
+
+def test_mask_pixels_equal_thresholded_bilinear_upsampling():
+    from bitlens.dissect import mask_pixels
+
+    rng = np.random.default_rng(3)
+    maps = torch.as_tensor(rng.random((20, 7, 5)).astype(np.float32))
+    thr = torch.as_tensor(rng.uniform(0.6, 0.99, 20).astype(np.float32))
+    want = (upsample(maps[:, None], (30, 17))[:, 0] > thr[:, None, None]).flatten(1).numpy()
+    m, p = mask_pixels(maps.numpy(), thr.numpy(), (30, 17))
+    got = np.zeros_like(want)
+    got[m, p] = True
+    assert want.sum() > 50 and (got != want).sum() == 0
+    assert np.all(np.diff(m) >= 0)  # map-major order, which the tally's per-image split relies on
+
+
+def test_bench_at_a_tiny_size_agrees_with_the_fork_port():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_dissect
+
+    data = bench_dissect.ArrayBroden(40, 16)
+    acts = bench_dissect.random_net_activations(40, 12)
+    thr = unit_thresholds(acts, 0.005)
+    ours = unit_labels(tally(acts, thr, data, list(bench_dissect.CATEGORIES)), data)
+    peer = bench_dissect.fork_tally(acts.astype(np.float64), thr, data, bench_dissect.CATEGORIES)
+    live = [u for u in ours if u["score"] > 0]
+    assert len(live) >= 8
+    for u in live:
+        p = peer[u["unit"] - 1]
+        assert u["label"] == p["label"] and u["score"] == pytest.approx(p["score"], abs=1e-9)
+    rows = bench_dissect.main(["--images", "30", "--mask", "16", "--units", "8", "--no-write"])
+    assert rows[0]["peer"] == "IBC fork loop (port)" and "labels agree" in rows[0]["note"]
+
+
+def test_figures_show_every_category_and_unlabelled_bits(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bitlens import figures
+
+    bar = figures.category_bar({"scene": 2}, "t", ["color", "object", "scene"])
+    assert [t.get_text() for t in bar.axes[0].get_xticklabels()] == ["color", "object", "scene"]
+    b = _area_rule_broden(tmp_path)
+    units = unit_labels(tally(_area_rule_acts(), np.array([0.5, 0.5]), b), b)
+    for u in units:
+        u.update(threshold=0.5, top_images=[0, 1])
+    fig = figures.bit_interpretation_figure(units, b, _area_rule_acts(), [1, 2], top_n=2)
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert titles[0].startswith("bit 1: sky-s (scene, IoU 0.562)") and titles[1] == "bit 2: (unlabelled, IoU 0.000)"
+    assert any("yellow" in t.get_text() for t in fig.texts)
+    page = figures.dissection_html("t", {"iou_threshold": 0.04, "headline": "h"}, units, {})
+    assert "(unlabelled)" in page

@@ -48,3 +48,23 @@ def test_customized_retrieval_and_static_snapshot(browser, tmp_path):
     assert r["map"] == pytest.approx(1.0)
     p = browser.snapshot(1, tmp_path / "bit.png")
     assert p.exists() and p.stat().st_size > 1000
+
+
+def test_concept_box_accepts_base_names_and_says_no_such_concept(browser):
+    assert browser.resolve_concept("red-c") is None  # 'red-c' is no bit's per-category label here
+    assert browser.resolve_concept("cat") == "cat" and browser.resolve_concept(" CAT ") == "cat"
+    browser.units[1]["categories"]["color"] = {"label": "red-c", "label_id": 3, "truth": 1, "activation": 1,
+                                               "intersect": 1, "iou": 0.3}
+    assert browser.resolve_concept("red") == "red-c" and browser.resolve_concept("red-c") == "red-c"
+    browser.widget()
+    browser.concept_box.value = "red"
+    assert browser.slider.value == 2 and "red-c" in browser.concept_bits.value
+    browser.concept_box.value = "purple"
+    assert "no such concept" in browser.concept_bits.value and "purple" in browser.concept_bits.value
+
+
+def test_no_image_before_the_first_retrieval_and_unlabelled_bits(browser):
+    browser.widget()
+    assert browser.result_image.layout.display == "none"
+    browser.units[0].update(label="", category="", score=0.0)
+    assert "(unlabelled)" in browser.describe(1)

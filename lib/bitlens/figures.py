@@ -59,29 +59,49 @@ def classes_using_bit(GRM: np.ndarray | None, bit: int, class_names, n: int = 3)
     return [f"{class_names[c] if class_names is not None else c} ({col[c]:.2f})" for c in order if col[c] > 0]
 
 
+MASK_LEGEND = ("bright: where the bit's upsampled activation exceeds its top-0.5% threshold (the mask scored "
+               "against the concepts); yellow: the mask's outline; dimmed: below the threshold")
+
+
+def unit_caption(u: dict) -> str:
+    """'red-c (color, IoU 0.123)', or '(unlabelled, IoU 0)' for a unit that matches no concept."""
+    if not u["label"]:
+        return f"(unlabelled, IoU {u['score']:.3f})"
+    return f"{u['label']} ({u['category']}, IoU {u['score']:.3f})"
+
+
 def bit_interpretation_figure(units: list[dict], broden, acts, bits: list[int], GRM=None, class_names=None,
                               top_n: int = 8):
-    """One row per bit (1-based numbers): label, category, IoU, the classes whose GRM row selects it, top images."""
+    """One row per bit (1-based numbers): label, category, IoU, the classes whose GRM row selects it, top images;
+    a legend for the mask colours at the bottom."""
+    import textwrap
+
     _, plt = _plt()
-    fig, axes = plt.subplots(len(bits), 1, figsize=(min(16, 1.6 * top_n + 1), 1.75 * len(bits) + 0.3),
-                             squeeze=False)
+    width = min(16, 1.6 * top_n + 1)
+    fig, axes = plt.subplots(len(bits), 1, figsize=(width, 2.0 * len(bits) + 0.6), squeeze=False)
     for ax, b in zip(axes[:, 0], bits):
         u = units[b - 1]
-        ax.imshow(bit_strip(broden, u, acts, top_n))
+        ax.imshow(bit_strip(broden, u, acts, top_n), interpolation="nearest")
         cls = classes_using_bit(GRM, b - 1, class_names)
-        ax.set_title(f"bit {b}: {u['label']} ({u['category']}, IoU {u['score']:.3f})"
-                     + (f" — used by {', '.join(cls)}" if cls else ""), fontsize=9, loc="left")
+        title = f"bit {b}: {unit_caption(u)}" + (f" — used most by {', '.join(cls)}" if cls else "")
+        ax.set_title("\n".join(textwrap.wrap(title, int(width * 11))), fontsize=10, loc="left")
         ax.axis("off")
-    fig.tight_layout()
+    fig.text(0.01, 0.005, "\n".join(textwrap.wrap(MASK_LEGEND, int(width * 13))), fontsize=8, va="bottom")
+    fig.tight_layout(rect=(0, 0.04 if len(bits) > 2 else 0.1, 1, 1))
     return fig
 
 
-def category_bar(per_category: dict, title: str = "interpretable bits per category"):
+def category_bar(per_category: dict, title: str = "interpretable bits per category", categories=None):
+    """Bits per category; every category in `categories` gets a bar, zero included (default: the dict's keys)."""
     _, plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3))
-    cats = sorted(per_category, key=lambda c: -per_category[c])
-    ax.bar(cats, [per_category[c] for c in cats], color="#4c72b0")
+    cats = list(categories) if categories is not None else sorted(per_category, key=lambda c: -per_category[c])
+    cats += [c for c in per_category if c not in cats]
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(cats)), 3))
+    vals = [per_category.get(c, 0) for c in cats]
+    bars = ax.bar(cats, vals, color="#4c72b0")
+    ax.bar_label(bars, fontsize=8)
     ax.set(ylabel="bits", title=title)
+    ax.set_ylim(0, max(vals + [1]) * 1.15)
     return fig
 
 
@@ -110,17 +130,19 @@ def dissection_html(title: str, summary: dict, units: list[dict], strips: dict[i
     """A self-contained page of every unit (NetDissect's report): summary line, bar graph, top images per unit."""
     rows = []
     for u in sorted(units, key=lambda u: -u["score"]):
-        good = u["score"] >= summary["iou_threshold"]
+        good = bool(u["label"]) and u["score"] >= summary["iou_threshold"]
         img = strips.get(u["unit"])
         rows.append(
             f"<div class='unit{' good' if good else ''}'><div class='head'>unit {u['unit']}: "
-            f"<b>{html.escape(u['label'])}</b> ({html.escape(u['category'])}) IoU {u['score']:.4f}</div>"
+            f"<b>{html.escape(u['label'] or '(unlabelled)')}</b>"
+            + (f" ({html.escape(u['category'])})" if u["category"] else "") + f" IoU {u['score']:.4f}</div>"
             + (f"<img src='{png_data_uri(img)}'>" if img is not None else "") + "</div>")
     bar = (f"<img src='data:image/png;base64,{base64.b64encode(bar_png).decode()}'>" if bar_png else "")
     return f"""<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:20px}} .unit{{margin:6px 0;padding:4px;border-left:4px solid #ccc}}
 .good{{border-left-color:#2a9d3a}} .head{{font-size:13px;margin-bottom:2px}} img{{max-width:100%}}</style></head>
-<body><h1>{html.escape(title)}</h1><p>{html.escape(summary['headline'])}</p>{bar}{''.join(rows)}</body></html>"""
+<body><h1>{html.escape(title)}</h1><p>{html.escape(summary['headline'])}</p><p><small>{html.escape(MASK_LEGEND)}
+</small></p>{bar}{''.join(rows)}</body></html>"""
 
 
 def figure_png(fig) -> bytes:

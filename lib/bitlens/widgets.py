@@ -30,6 +30,11 @@ def _base_concept(label: str) -> str:
     return label[:-2] if label.endswith(("-c", "-s")) else label
 
 
+def label_text(label: str) -> str:
+    """A unit's label for display: an IoU-0 (dead) unit has none."""
+    return label or "(unlabelled)"
+
+
 class BitBrowser:
     def __init__(self, units: list[dict], broden, activations, GRM=None, class_names=None, codes=None,
                  labels=None, attributes=None, attribute_names=None, item_images=None, top_n: int = 6):
@@ -68,7 +73,21 @@ class BitBrowser:
         return out
 
     def concepts(self) -> list[str]:
-        return sorted({u["label"] for u in self.units})
+        """Every concept some bit is scored against (its best label in some category)."""
+        return sorted({d["label"] for u in self.units for d in u["categories"].values() if d["label"]})
+
+    def resolve_concept(self, name: str) -> str | None:
+        """The concept a typed name means: the exact label, else the label whose base name matches ('red' →
+        'red-c', 'sky' → 'sky-s'), case-insensitive; None when there is no such concept."""
+        name = (name or "").strip()
+        known = self.concepts()
+        if name in known:
+            return name
+        low = name.lower()
+        for c in known:
+            if c.lower() == low or _base_concept(c).lower() == low:
+                return c
+        return None
 
     def bits_for_concept(self, concept: str) -> list[tuple[int, float]]:
         """Bits whose IoU with `concept` (in its category) is known, best first."""
@@ -102,8 +121,9 @@ class BitBrowser:
     def describe(self, bit: int) -> str:
         i = self.bit_info(bit)
         prec = ", ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in i["precision"].items())
-        return (f"<b>bit {bit}</b>: <span class='bitlens-label'>{html.escape(i['label'])}</span> "
-                f"({html.escape(i['category'])}), IoU {i['iou']:.4f}<br>used by: "
+        cat = f" ({html.escape(i['category'])})" if i["category"] else ""
+        return (f"<b>bit {bit}</b>: <span class='bitlens-label'>{html.escape(label_text(i['label']))}</span>"
+                f"{cat}, IoU {i['iou']:.4f}<br>used by: "
                 f"{html.escape(', '.join(i['classes']) or '—')}<br>one-bit retriever: {html.escape(prec or '—')}")
 
     # -- widgets ------------------------------------------------------------------------------
@@ -113,8 +133,8 @@ class BitBrowser:
         K = len(self.units)
         self.slider = W.IntSlider(value=1, min=1, max=K, description="bit", continuous_update=False)
         self.slider.add_class("bitlens-bit-slider")
-        self.concept_box = W.Combobox(options=self.concepts(), placeholder="concept name…", description="concept",
-                                      ensure_option=True)
+        self.concept_box = W.Combobox(options=self.concepts(), placeholder="concept name (red, circle…)",
+                                      description="concept", ensure_option=False, continuous_update=False)
         self.label = W.HTML()
         self.label.add_class("bitlens-bit-label")
         self.image = W.Image(format="png")
@@ -128,10 +148,12 @@ class BitBrowser:
             self.attr_pick = W.Dropdown(options=self.attr_names, description="attribute")
             self.go = W.Button(description="retrieve")
             self.result = W.HTML()
-            self.result_image = W.Image(format="png")
+            self.result_image = W.Image(format="png", layout=W.Layout(display="none"))  # no image until a query
             self.go.on_click(lambda _: self._retrieve())
-            parts += [W.HTML("<b>customized retrieval</b>"), W.HBox([self.bit_pick, self.attr_pick, self.go]),
-                      self.result, self.result_image]
+            parts += [W.HTML("<b>customized retrieval</b>: mAP of the attribute with only the picked bits, on the "
+                             "evaluation set the bits are chosen on (as the authors choose bit groups), beside "
+                             "the same number of random bits"),
+                      W.HBox([self.bit_pick, self.attr_pick, self.go]), self.result, self.result_image]
         self._widget = W.VBox(parts)
         self._show(1)
         return self._widget
@@ -140,8 +162,12 @@ class BitBrowser:
         self.label.value = self.describe(bit)
         self.image.value = _png(self.render_bit(bit))
 
-    def _concept(self, concept: str):
-        if not concept:
+    def _concept(self, typed: str):
+        if not typed:
+            return
+        concept = self.resolve_concept(typed)
+        if concept is None:
+            self.concept_bits.value = f"no such concept: <b>{html.escape(typed)}</b>"
             return
         rows = self.bits_for_concept(concept)[:10]
         self.concept_bits.value = (f"<b>{html.escape(concept)}</b>: " +
@@ -159,6 +185,7 @@ class BitBrowser:
                              f"{r['map']:.4f} (random bits of the same number: {r['random_map']:.4f})")
         if "results" in r:
             self.result_image.value = _png(self._strip([r["query"]] + r["results"]))
+            self.result_image.layout.display = None
 
     def _strip(self, items: list[int]) -> np.ndarray:
         from bitlens.data.coco import load_rgb
@@ -179,7 +206,8 @@ class BitBrowser:
         ax.imshow(self.render_bit(bit))
         ax.axis("off")
         prec = ", ".join(f"{k} {v:.2f}" for k, v in i["precision"].items() if isinstance(v, float))
-        ax.set_title(f"bit {bit}: {i['label']} ({i['category']}), IoU {i['iou']:.3f}\nused by: "
+        cat = f" ({i['category']})" if i["category"] else ""
+        ax.set_title(f"bit {bit}: {label_text(i['label'])}{cat}, IoU {i['iou']:.3f}\nused by: "
                      f"{', '.join(i['classes']) or '—'}" + (f"\nprecision: {prec}" if prec else ""), fontsize=8,
                      loc="left")
         path = Path(path)

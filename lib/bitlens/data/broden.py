@@ -136,19 +136,34 @@ class Broden:
                 _int(r[col], index_path, r["_line"], col)
         self.records = records
 
-    def _primary_of(self, num: int) -> str:
+    def _primary_of(self, num: int, among=None) -> str:
         """The category where the label covers most (c_<category>.csv); NetDissect breaks ties towards the
-        category listed later. Without c_ files: the category with the highest count in label.csv."""
-        cands = [c for c in self.categories if c in self._label_counts[num]]
+        category listed later. Without c_ files: the category with the highest count in label.csv. `among`
+        restricts the choice to those categories (the fork only knows the dissected ones)."""
+        cands = [c for c in self.categories if c in self._label_counts[num] and (among is None or c in among)]
         if not cands:
             return ""
         if all(c in self._coverage for c in cands):
             return max(cands, key=lambda c: (self._coverage[c].get(num, 0.0), self.categories.index(c)))
         return max(cands, key=lambda c: (self._label_counts[num][c], self.categories.index(c)))
 
-    def primary_category(self, label_id: int) -> str:
-        """The category a label is scored under ('' for label 0 or a number label.csv does not list)."""
-        return self._primary.get(int(label_id), "")
+    def primary_category(self, label_id: int, among=None) -> str:
+        """The category a label is scored under ('' for label 0 or a number label.csv does not list); `among`:
+        only these categories count ('' if the label is in none of them)."""
+        num = int(label_id)
+        if among is None or num not in self._label_counts:
+            return self._primary.get(num, "")
+        return self._primary_of(num, set(among))
+
+    def has_labels(self, i: int, categories=None) -> bool:
+        """Whether index.csv gives image i any entry (a mask or a nonzero label) in `categories` (None: all)."""
+        rec = self.records[i]
+        for cat in (self.categories if categories is None else categories):
+            for entry in (rec.get(cat) or "").split(";"):
+                entry = entry.strip()
+                if entry and entry != "0":
+                    return True
+        return False
 
     def __len__(self) -> int:
         return len(self.records)

@@ -1,0 +1,135 @@
+"""In-kit pretraining of the tiny IBC backbone on the Shapes world's concept maps.
+
+The paper dissects an IBC network whose AlexNet backbone was pretrained on ImageNet, so its features already
+respond to objects, colours and textures before hashing starts. The tiny profile gets the same shape: before IBC
+training, the small backbone learns to predict, at every cell of its feature map, the shape, colour and texture
+under it (the world's own per-pixel maps, background included), plus the image's scene. Only the backbone's
+weights are kept (a state dict of `small_features()`), and IBC training starts from them.
+
+    weights = pretrain_backbone(small_features(), world_seed=0, n_images=2000, steps=240)
+    torch.save(weights["state_dict"], path)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bitlens.data import shapes
+from bitlens.progress import progress
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HEADS = {"shape": len(shapes.SHAPES) + 1, "color": len(shapes.COLOR_NAMES) + 1,
+         "texture": len(shapes.TEXTURES) + 1}  # + 1: background
+
+
+@dataclass
+class ConceptSet:
+    images: torch.Tensor  # (N, 3, S, S) normalised as the IBC trainer does (torchvision mean/std)
+    maps: dict[str, torch.Tensor]  # per head: (N, S, S) int64 class per pixel, 0 = background
+    scene: torch.Tensor  # (N,) scene index
+
+
+def concept_set(world_seed: int, n_images: int, image_size: int = 64, max_objects: int = 3,
+                split: str = "train") -> ConceptSet:
+    """The first `n_images` images of a Shapes split with their shape / colour / texture maps and scenes."""
+    imgs, maps, scenes = [], {k: [] for k in HEADS}, []
+    for i in progress(range(n_images), desc="pretrain data"):
+        im = shapes.render_image(world_seed, split, i, image_size, max_objects)
+        imgs.append(im.image)
+        maps["shape"].append(im.shape_map)
+        maps["color"].append(im.color_map)
+        maps["texture"].append(im.texture_map)
+        scenes.append(shapes.SCENES.index(im.scene))
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div(255.0)
+    x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    return ConceptSet(x, {k: torch.from_numpy(np.stack(v).astype(np.int64)) for k, v in maps.items()},
+                      torch.tensor(scenes))
+
+
+class ConceptHeads(nn.Module):
+    """1×1 convolutions on the feature map, one per pixel-level concept category, and a pooled scene head."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.pixel = nn.ModuleDict({k: nn.Conv2d(channels, n, 1) for k, n in HEADS.items()})
+        self.scene = nn.Linear(channels, len(shapes.SCENES))
+
+    def forward(self, feat):
+        return {k: h(feat) for k, h in self.pixel.items()}, self.scene(feat.mean((2, 3)))
+
+
+def _targets_at(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """Per-pixel classes sampled at the centres of a size×size grid (nearest neighbour)."""
+    n = maps.shape[-1]
+    centres = ((torch.arange(size) + 0.5) * n / size).long()
+    return maps[:, centres][:, :, centres]
+
+
+def concept_loss(features: nn.Module, heads: ConceptHeads, x, maps: dict, scene) -> tuple[torch.Tensor, dict]:
+    """Sum of the per-cell cross-entropies (shape, colour, texture) and the scene cross-entropy."""
+    feat = features(x)
+    pix, sc = heads(feat)
+    size = feat.shape[-1]
+    losses = {k: F.cross_entropy(pix[k], _targets_at(maps[k], size)) for k in HEADS}
+    losses["scene"] = F.cross_entropy(sc, scene)
+    return sum(losses.values()), {k: float(v.detach()) for k, v in losses.items()}
+
+
+@torch.no_grad()
+def concept_accuracy(features: nn.Module, heads: ConceptHeads, data: ConceptSet, batch: int = 200) -> dict:
+    """Per head: accuracy over the object cells (background excluded) and, for the scene, over images."""
+    features.eval()
+    heads.eval()
+    hit = {k: 0 for k in (*HEADS, "scene")}
+    tot = {k: 0 for k in (*HEADS, "scene")}
+    for s in range(0, len(data.images), batch):
+        feat = features(data.images[s:s + batch])
+        pix, sc = heads(feat)
+        for k in HEADS:
+            t = _targets_at(data.maps[k][s:s + batch], feat.shape[-1])
+            on = t > 0
+            hit[k] += int((pix[k].argmax(1)[on] == t[on]).sum())
+            tot[k] += int(on.sum())
+        hit["scene"] += int((sc.argmax(1) == data.scene[s:s + batch]).sum())
+        tot["scene"] += len(sc)
+    return {k: hit[k] / max(1, tot[k]) for k in hit}
+
+
+def pretrain_backbone(features: nn.Module, world_seed: int = 0, n_images: int = 2000, steps: int = 240,
+                      batch_size: int = 64, lr: float = 3e-3, seed: int = 0, image_size: int = 64,
+                      max_objects: int = 3, n_val: int = 200) -> dict:
+    """Train `features` (a small_features() module) to predict the concept maps; returns {'state_dict': the
+    backbone's weights, 'accuracy': held-out accuracy per head (Shapes 'val' images), 'loss': last losses}.
+    Deterministic for a given seed on CPU."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    train = concept_set(world_seed, n_images, image_size, max_objects, "train")
+    with torch.no_grad():
+        channels = features(train.images[:1]).shape[1]
+    heads = ConceptHeads(channels)
+    opt = torch.optim.Adam(list(features.parameters()) + list(heads.parameters()), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps))
+    last = {}
+    features.train()
+    heads.train()
+    for _ in progress(range(steps), desc="pretrain backbone"):
+        idx = torch.randint(0, n_images, (batch_size,), generator=g)
+        x = train.images[idx]
+        flip = torch.rand(batch_size, generator=g) < 0.5  # mirror half the batch (the IBC trainer flips too)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        maps = {k: torch.where(flip[:, None, None], v[idx].flip(-1), v[idx]) for k, v in train.maps.items()}
+        loss, last = concept_loss(features, heads, x, maps, train.scene[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    val = concept_set(world_seed, n_val, image_size, max_objects, "val") if n_val else None
+    acc = concept_accuracy(features, heads, val) if val is not None else {}
+    features.eval()
+    return {"state_dict": {k: v.detach().clone() for k, v in features.state_dict().items()},
+            "accuracy": acc, "loss": last}

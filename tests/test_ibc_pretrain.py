@@ -1,0 +1,26 @@
+import torch
+
+from bitlens.ibc.model import small_features
+from bitlens.ibc.pretrain import HEADS, _targets_at, pretrain_backbone
+
+
+def test_targets_are_sampled_at_the_cell_centres():
+    m = torch.arange(16).reshape(1, 4, 4)
+    # 2×2 grid over 4 pixels: centres at pixel 1 and 3 in each direction
+    assert _targets_at(m, 2).tolist() == [[[5, 7], [13, 15]]]
+
+
+def test_pretraining_returns_small_features_weights_deterministically():
+    torch.set_num_threads(1)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)  # the backbone's initial weights
+        runs.append(pretrain_backbone(small_features(), n_images=24, steps=3, batch_size=8, n_val=8, seed=3))
+    a, b = runs
+    assert set(a["state_dict"]) == set(small_features().state_dict())
+    for k in a["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][k], b["state_dict"][k], rtol=0, atol=0)
+    assert set(a["accuracy"]) == {*HEADS, "scene"} and all(0 <= v <= 1 for v in a["accuracy"].values())
+    fresh = small_features().state_dict()
+    assert any(not torch.equal(fresh[k], a["state_dict"][k]) for k in fresh if k.endswith("weight"))
+    small_features().load_state_dict(a["state_dict"])  # loads strictly into a fresh backbone
