@@ -23,8 +23,9 @@ import math
 import os
 import platform
 import re
-import time
 from pathlib import Path
+
+from bitlens.speed import measure  # noqa: F401  (one timing rule for the library and the benchmarks)
 
 RESULTS = Path(__file__).parent / "results"
 COLUMNS = ["benchmark", "bitlens", "bitlens_value", "peer", "peer_value", "unit", "ratio", "goal", "met",
@@ -66,20 +67,6 @@ def loadavg() -> str:
         return "{:.2f}".format(os.getloadavg()[0])
     except OSError:  # pragma: no cover
         return ""
-
-
-def measure(fn, repeat: int = REPEAT, warmup: int = 1) -> float:
-    """Minimum wall time in seconds of `repeat` calls of fn() after `warmup` untimed calls."""
-    if repeat < 1:
-        raise ValueError(f"repeat must be ≥ 1, got {repeat}")
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def ratio_row(benchmark: str, bitlens: str, bitlens_value: float, peer: str, peer_value: float,
