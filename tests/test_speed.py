@@ -4,20 +4,12 @@ import pytest
 from bitlens import search, speed
 
 
-def _fake_timer(times):
-    def timer(run, repeat, warmup):
-        return times[run]
-    return timer
-
-
 def _systems(nq=4, n=50):
     return speed.synthetic_systems(nq, n, k=3, hash_bits=64, bebr_dims=32, float_dims=32, seed=1)
 
 
 def _table(t_hash, t_bebr, t_float):
-    systems = _systems()
-    times = dict(zip([s.run for s in systems], (t_hash, t_bebr, t_float)))
-    return speed.speed_table(systems, timer=_fake_timer(times))
+    return speed.speed_table(_systems(), times=[t_hash, t_bebr, t_float])
 
 
 def test_sentence_follows_the_numbers_when_sdc_is_faster():
@@ -68,3 +60,9 @@ def test_float_system_without_faiss_uses_numpy(monkeypatch):
     v, i = s.run()
     ref = np.sort(q.astype(np.float32) @ x.astype(np.float32).T, 1)[:, ::-1][:, :4]
     np.testing.assert_allclose(np.sort(v, 1)[:, ::-1], ref, rtol=1e-6)
+
+
+def test_measure_many_warms_up_and_interleaves_rounds():
+    log = []
+    times = speed.measure_many([lambda: log.append("a"), lambda: log.append("b")], repeat=3, warmup=1)
+    assert log == ["a", "b"] + ["a", "b"] * 3 and len(times) == 2
