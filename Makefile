@@ -17,8 +17,9 @@ setup: $(STAMP)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# Re-installs only when pyproject.toml changes.
-$(STAMP): pyproject.toml | $(PY)
+# Re-installs when the package metadata or a C kernel source changes (the install compiles lib/bitlens/native/).
+NATIVE_SRC := $(wildcard lib/bitlens/native/*.c lib/bitlens/native/*.h)
+$(STAMP): pyproject.toml setup.py $(NATIVE_SRC) | $(PY)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name bitlens --display-name "Python (bitlens)"
@@ -38,6 +39,7 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all_benchmarks.py
+	$(PY) benchmarks/readme_table.py
 
 clean-results:
 	rm -rf results/$(PROFILE)

@@ -1,12 +1,27 @@
-"""Compiled kernels (the metrics half; the search half adds its own Extension to this list)."""
+"""Builds bitlens's optional C kernels (OpenMP); metadata lives in pyproject.toml.
+
+One Extension per C file under lib/bitlens/native/. Flags stay portable to any x86-64: faster
+instruction sets (popcnt, AVX2) are chosen at run time inside the C code, never by -march.
+"""
 import sys
 
 from setuptools import Extension, setup
 
-openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
+CFLAGS = ["-O3", "-fopenmp", "-std=c11", "-fno-strict-aliasing"]
+LDFLAGS = ["-fopenmp"]
+if sys.platform == "darwin":  # Apple clang has no -fopenmp without libomp; build single-threaded there
+    CFLAGS, LDFLAGS = ["-O3", "-std=c11"], []
+
+
+def native(name: str) -> Extension:
+    # optional: without a C compiler the install still succeeds and bitlens uses its numpy/faiss fallbacks
+    return Extension(f"bitlens.native.{name}", [f"lib/bitlens/native/{name}.c"],
+                     extra_compile_args=CFLAGS, extra_link_args=LDFLAGS, optional=True)
+
+
 ext_modules = [
-    Extension("bitlens.native._map", ["lib/bitlens/native/_map.c"],
-              extra_compile_args=["-O3", "-std=c99", *openmp], extra_link_args=openmp),
+    native("_search"),
+    native("_map"),
 ]
 
 setup(ext_modules=ext_modules)

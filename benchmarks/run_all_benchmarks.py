@@ -1,21 +1,39 @@
-"""`make bench`: every CPU benchmark (and the CUDA one when a GPU is present), one ratio table."""
+"""`make bench`: every benchmark script present (CPU; the GPU one skips without CUDA), one table of all rows.
+
+Each script measures bitlens and its peers in the same run and writes results/<name>__<hardware>.csv;
+`readme_table.py` then renders those CSVs into the README.
+"""
 from __future__ import annotations
 
+import importlib
 import sys
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bench_dissect  # noqa: E402
-import bench_metrics  # noqa: E402
-import bench_search  # noqa: E402
-import cuda_search  # noqa: E402
-from common import show  # noqa: E402
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from common import loadavg, show, show_goals  # noqa: E402
+
+SCRIPTS = ["bench_search", "bench_metrics", "bench_dissect", "cuda_search"]
+
+
+def main() -> int:
+    rows = []
+    for name in SCRIPTS:
+        if not (HERE / f"{name}.py").exists():
+            continue
+        t0 = time.perf_counter()
+        print(f"\n== {name} (load average {loadavg()}) ==", flush=True)
+        rows += importlib.import_module(name).main([]) or []
+        print(f"({name}: {time.perf_counter() - t0:.0f} s)")
+    print(f"\n== all benchmarks (load average now {loadavg()}) ==")
+    print(show(rows))
+    print()
+    print(show_goals(rows))
+    unmet = [r["benchmark"] for r in rows if r["met"] == "no"]
+    print("goals not met: " + ("; ".join(unmet) if unmet else "none"))
+    return 0
+
 
 if __name__ == "__main__":
-    rows = bench_search.main([]) + bench_metrics.main([])
-    rows += bench_dissect.main(sys.argv[1:])  # e.g. --images 500 for a quick run
-    rows += cuda_search.main([])
-    print("\n== all benchmarks ==")
-    print(show(rows))
-    unmet = [r["benchmark"] for r in rows if r["met"] == "NO"]
-    print("targets not met: " + (", ".join(unmet) if unmet else "none"))
+    sys.exit(main())

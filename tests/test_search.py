@@ -3,7 +3,10 @@ import pytest
 
 from bitlens import codes, search
 
-BACKENDS = ["numpy", "faiss"]
+NATIVE = pytest.param("native", marks=pytest.mark.skipif(search._native_module() is None,
+                                                          reason="native kernel not built (make setup)"))
+BACKENDS = ["numpy", "faiss", NATIVE]
+CPU_BACKENDS = ["numpy", "faiss", "native"] if search._native_module() is not None else ["numpy", "faiss"]
 
 
 def _tied_codes(n, m, seed):
@@ -24,7 +27,7 @@ def _brute_topk(q, db, k):
 def test_every_backend_returns_identical_results_with_index_tie_break(m, chunk):
     q, db = _tied_codes(9, m, 1), _tied_codes(200, m, 2)
     ref_d, ref_i = _brute_topk(q, db, 10)
-    for backend in BACKENDS:
+    for backend in CPU_BACKENDS:
         d, i = search.hamming_topk(codes.pack(q), codes.pack(db), 10, backend=backend, chunk_size=chunk)
         np.testing.assert_array_equal(d, ref_d, err_msg=backend)
         np.testing.assert_array_equal(i, ref_i, err_msg=backend)
@@ -77,10 +80,11 @@ def test_sdc_cosine_ranks_like_the_official_normalised_evaluation(backend):
     np.testing.assert_allclose(np.sort(np.take_along_axis(ref, i, 1), 1), np.sort(np.take_along_axis(ref, order, 1), 1))
 
 
-def test_sdc_ip_topk_matches_brute_force():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sdc_ip_topk_matches_brute_force(backend):
     qv, dv = _bebr_codes(4, 24, 5), _bebr_codes(100, 24, 6)
     s, i = search.sdc_topk(codes.RecurrentCode.from_values(qv), codes.RecurrentCode.from_values(dv), 7,
-                           backend="numpy", chunk_size=13)
+                           backend=backend, chunk_size=13)
     ref = qv.astype(np.float64) @ dv.T
     order = np.lexsort((np.broadcast_to(np.arange(100), ref.shape), -ref), axis=-1)[:, :7]
     np.testing.assert_array_equal(i, order)
@@ -110,3 +114,90 @@ def test_cuda_backend_matches_numpy():
         a = search.sdc_topk(qr, dr, 10, metric=metric, backend="numpy")
         b = search.sdc_topk(qr, dr, 10, metric=metric, backend="cuda", chunk_size=1000)
         np.testing.assert_array_equal(a[1], b[1])
+
+
+# -- the native kernel: identical to numpy in every shape, kernel variant and work split ----------------------
+
+native_only = pytest.mark.skipif(search._native_module() is None, reason="native kernel not built (make setup)")
+
+
+def _recurrent_tied(n, m, planes, seed):
+    # few distinct value rows → many exact ties in inner product and cosine
+    rng = np.random.default_rng(seed)
+    weights = tuple(0.5 ** i for i in range(planes))
+    base = sum(w * codes.binarize(rng.standard_normal((5, m))) for w in weights)
+    return codes.RecurrentCode.from_values(base[rng.integers(0, 5, n)], weights)
+
+
+@pytest.fixture(params=[-1, 0, 1, 2], ids=["auto", "generic", "popcnt", "avx2"])
+def kernel(request):
+    mod = search._native_module()
+    if mod is None:
+        pytest.skip("native kernel not built (make setup)")
+    mod.set_kernel(request.param)
+    yield request.param
+    mod.set_kernel(-1)
+
+
+@pytest.mark.parametrize("m", [1, 63, 130, 1024])
+@pytest.mark.parametrize("nq", [3, 40])  # 3 queries: the kernel splits the database across threads instead
+def test_native_hamming_equals_numpy_with_ties_in_every_kernel(kernel, m, nq):
+    q, db = codes.pack(_tied_codes(nq, m, 3)), codes.pack(_tied_codes(700, m, 4))
+    for k, chunk in ((1, None), (10, None), (10, 64), (900, None)):
+        ref = search.hamming_topk(q, db, k, backend="numpy", chunk_size=chunk)
+        got = search.hamming_topk(q, db, k, backend="native", chunk_size=chunk)
+        assert got[0].shape == (nq, min(k, 700))
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
+
+
+@pytest.mark.parametrize("m,planes", [(37, 2), (512, 2), (64, 3), (65, 1)])
+@pytest.mark.parametrize("metric", ["ip", "cosine"])
+def test_native_sdc_equals_numpy_with_ties_in_every_kernel(kernel, m, planes, metric):
+    q, db = _recurrent_tied(20, m, planes, 5), _recurrent_tied(400, m, planes, 6)
+    for k, chunk in ((5, None), (5, 50), (450, None)):
+        ref = search.sdc_topk(q, db, k, metric=metric, backend="numpy", chunk_size=chunk)
+        got = search.sdc_topk(q, db, k, metric=metric, backend="native", chunk_size=chunk)
+        np.testing.assert_array_equal(got[1], ref[1])
+        np.testing.assert_array_equal(got[0], ref[0])
+
+
+@native_only
+def test_native_hamming_on_a_hand_built_case():
+    q = codes.pack(np.array([[1, 1, 1, -1, -1]]))
+    db = codes.pack(np.array([[1, 1, 1, -1, -1], [-1, 1, 1, -1, -1], [1, 1, 1, -1, -1], [1, -1, -1, 1, 1]]))
+    d, i = search.hamming_topk(q, db, 3, backend="native")
+    np.testing.assert_array_equal(d, [[0, 0, 1]])
+    np.testing.assert_array_equal(i, [[0, 2, 1]])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "faiss", NATIVE])
+def test_empty_database_is_an_error(backend):
+    q = codes.pack(_tied_codes(2, 16, 0))
+    with pytest.raises(ValueError, match="empty"):
+        search.hamming_topk(q, np.zeros((0, 2), np.uint8), 3, backend=backend)
+    rq = _recurrent_tied(2, 16, 2, 0)
+    with pytest.raises(ValueError, match="empty"):
+        search.sdc_topk(rq, rq.subset(slice(0, 0)), 3, backend=backend)
+
+
+def test_without_the_native_kernel_auto_falls_back_to_identical_results(monkeypatch):
+    q, db = codes.pack(_tied_codes(5, 70, 1)), codes.pack(_tied_codes(300, 70, 2))
+    rq, rdb = _recurrent_tied(5, 70, 2, 1), _recurrent_tied(300, 70, 2, 2)
+    ref_h = search.hamming_topk(q, db, 12, backend="numpy")
+    ref_s = search.sdc_topk(rq, rdb, 12, metric="cosine", backend="numpy")
+    monkeypatch.setattr(search, "_native_module", lambda: None)
+    assert search.resolve_backend("auto") in ("faiss", "numpy")
+    with pytest.raises(ImportError, match="make setup"):
+        search.resolve_backend("native")
+    got_h = search.hamming_topk(q, db, 12)
+    got_s = search.sdc_topk(rq, rdb, 12, metric="cosine")
+    np.testing.assert_array_equal(got_h[1], ref_h[1])
+    np.testing.assert_array_equal(got_h[0], ref_h[0])
+    np.testing.assert_array_equal(got_s[1], ref_s[1])
+    np.testing.assert_array_equal(got_s[0], ref_s[0])
+
+
+@native_only
+def test_auto_prefers_the_native_kernel_when_built():
+    assert search.resolve_backend("auto") == "native"

@@ -6,11 +6,13 @@ the chunk size, never by the database size, and ties are always broken towards
 the smaller database index.
 
 Backends
+- "native": bitlens's own C kernel (lib/bitlens/native/_search.c, OpenMP): fused XOR + popcount (AVX2 when the
+  CPU has it, chosen at run time) and a bounded heap per query with integer keys; the fastest CPU path.
 - "faiss": faiss's popcount kernels (`knn_hamming`, `hammings`) on CPU.
 - "numpy": XOR + `np.bitwise_count` on uint64 words (no extra dependency).
 - "cuda": ±1 codes as int8 matrices, inner products from `torch._int_mm`
   (tensor cores), Hamming = (m − ip) / 2, chunked running top-k on the GPU.
-- "auto": faiss when installed, else numpy.
+- "auto": native when built, else faiss when installed, else numpy.
 
 SDC: for recurrent codes b = Σ_i w_i d_i, ⟨b_q, b_d⟩ = Σ_ij w_i w_j (m − 2·H(d_q^i, d_d^j)),
 so inner products and cosines come from XOR + popcount alone, exactly.
@@ -34,11 +36,28 @@ def _has_faiss() -> bool:
         return False
 
 
+def _native_module():
+    """The compiled kernel module, or None when it was not built (pure-Python install)."""
+    try:
+        from bitlens.native import _search
+    except ImportError:
+        return None
+    return _search
+
+
+BACKENDS = ("auto", "native", "faiss", "numpy", "cuda")
+
+
 def resolve_backend(backend: str) -> str:
     if backend == "auto":
+        if _native_module() is not None:
+            return "native"
         return "faiss" if _has_faiss() else "numpy"
-    if backend not in ("faiss", "numpy", "cuda"):
-        raise ValueError(f"unknown search backend {backend!r}; valid: auto, faiss, numpy, cuda")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown search backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if backend == "native" and _native_module() is None:
+        raise ImportError("backend 'native' needs the compiled kernel bitlens.native._search: run `make setup` "
+                          "(or `pip install -e .` with a C compiler), or use backend='faiss' / 'numpy'")
     if backend == "faiss" and not _has_faiss():
         raise ImportError("backend 'faiss' needs faiss-cpu: pip install 'bitlens[faiss]' (or use backend='numpy')")
     if backend == "cuda":
@@ -123,6 +142,7 @@ def hamming_distances(query_packed, db_packed, backend: str = "auto") -> np.ndar
         return _hamming_faiss(q, db)
     if backend == "cuda":
         return _cuda_ip_chunks(q, db)  # pragma: no cover - GPU only
+    # "native" computes top-k only; full matrices come from numpy
     return _hamming_numpy(as_words(q), as_words(db))
 
 
@@ -133,11 +153,23 @@ def hamming_topk(query_packed, db_packed, k: int, backend: str = "auto", chunk_s
     n = db.shape[0]
     if not 1 <= k:
         raise ValueError(f"k must be ≥ 1, got {k}")
+    if n == 0:
+        raise ValueError("hamming_topk: the database is empty; there is nothing to search")
     k_eff = min(k, n)
     backend = resolve_backend(backend)
     chunk = int(chunk_size or DEFAULT_CHUNK)
     if backend == "cuda":
         return _cuda_hamming_topk(q, db, k_eff, chunk)
+    if backend == "native":
+        if n == 0:
+            raise ValueError("hamming_topk: the database is empty")
+        qw = as_words(q)[None]
+        best = None
+        for s in range(0, n, chunk):
+            dw = as_words(db[s:s + chunk])[None]
+            cost, idx = _native_topk(qw, dw, np.ones((1, 1), np.int64), min(k_eff, dw.shape[1]), 0)
+            best = _merge(best, (cost, idx + s), k_eff, largest=False)
+        return best[0].astype(np.int32), best[1]
     best = None
     qw = as_words(q) if backend == "numpy" else None
     for s in range(0, n, chunk):
@@ -203,10 +235,16 @@ def sdc_topk(query: RecurrentCode, db: RecurrentCode, k: int, metric: str = "ip"
         raise ValueError(f"unknown SDC metric {metric!r}; valid: 'ip', 'cosine'")
     backend = resolve_backend(backend)
     n = len(db)
+    if not 1 <= k:
+        raise ValueError(f"k must be ≥ 1, got {k}")
+    if n == 0:
+        raise ValueError("sdc_topk: the database is empty; there is nothing to search")
     k_eff = min(k, n)
     chunk = int(chunk_size or DEFAULT_CHUNK)
     if backend == "cuda":
         return _cuda_sdc_topk(query, db, k_eff, metric, chunk)
+    if backend == "native":
+        return _native_sdc_topk(query, db, k_eff, metric, chunk)
     best = None
     for s in range(0, n, chunk):
         part = db.subset(slice(s, s + chunk))
@@ -214,6 +252,69 @@ def sdc_topk(query: RecurrentCode, db: RecurrentCode, k: int, metric: str = "ip"
         if metric == "cosine":
             scores = cosine_rank_keys(scores, part.squared_norms())
         best = _merge(best, _chunk_topk(scores, s, k_eff, largest=True), k_eff, largest=True)
+    if metric == "cosine":
+        return keys_to_cosine(best[0], query.norms()), best[1]
+    return best
+
+
+def _plane_words(planes: np.ndarray) -> np.ndarray:
+    """(P, N, nbytes) uint8 planes → C-contiguous (P, N, W) uint64 words, zero-padded (no copy when aligned)."""
+    p, n, nb = planes.shape
+    if nb % 8 == 0:
+        return np.ascontiguousarray(planes).view(np.uint64)
+    return np.stack([as_words(pl) for pl in planes]) if p else np.zeros((0, n, (nb + 7) // 8), np.uint64)
+
+
+def _dyadic_scale(weights) -> int:
+    """Smallest power of two that makes every plane weight an integer (exact integer arithmetic in the kernel)."""
+    scale = 1
+    while any(abs(w * scale - round(w * scale)) > 1e-12 for w in weights):
+        scale *= 2
+        if scale > 1 << 20:
+            raise ValueError(f"plane weights {list(weights)} are not dyadic rationals; the native SDC kernel "
+                             f"needs weights like 1, 0.5, 0.25 (use backend='numpy')")
+    return scale
+
+
+def _native_topk(qw: np.ndarray, dw: np.ndarray, coef: np.ndarray, k: int, mode: int, base: int = 0,
+                 dnorm: np.ndarray | None = None):
+    """One kernel call: queries (Pq, nq, W) and database (Pd, n, W) uint64 words → (values, rows) best first."""
+    mod = _native_module()
+    pq, nq, w = qw.shape
+    pd, n, _ = dw.shape
+    val = np.empty((nq, k), np.int64 if mode == 0 else np.float64)
+    idx = np.empty((nq, k), np.int64)
+    dn = b"" if dnorm is None else np.ascontiguousarray(dnorm, np.float64)
+    mod.topk(qw, nq * w, pq, dw, n * w, pd, nq, n, w, np.ascontiguousarray(coef, np.int64), k, mode, int(base),
+             dn, 0, val, idx)
+    return val, idx
+
+
+def _native_sdc_topk(query: RecurrentCode, db: RecurrentCode, k: int, metric: str, chunk: int):
+    scale = _dyadic_scale(query.weights + db.weights)
+    wq = np.array([round(w * scale) for w in query.weights], np.int64)
+    wd = np.array([round(w * scale) for w in db.weights], np.int64)
+    coef = np.outer(wq, wd)
+    if (coef < 0).any():
+        raise ValueError(f"the native SDC kernel needs non-negative plane weights, got {query.weights} and "
+                         f"{db.weights} (use backend='numpy')")
+    base = int(query.m * coef.sum())
+    if base >= 1 << 31:
+        raise ValueError("the native SDC kernel holds costs in 32 bits; these codes are too long (use 'numpy')")
+    s2 = float(scale * scale)
+    qw = _plane_words(query.planes)
+    best = None
+    for s in range(0, len(db), chunk):
+        part = db.subset(slice(s, s + chunk))
+        dw = _plane_words(part.planes)
+        kk = min(k, len(part))
+        if metric == "ip":
+            cost, idx = _native_topk(qw, dw, coef, kk, 0, base)
+            cand = ((base - 2 * cost) / s2, idx + s)
+        else:
+            keys, idx = _native_topk(qw, dw, coef, kk, 1, base, part.squared_norms() * s2)
+            cand = (keys / s2, idx + s)  # power-of-two scaling: the same floats numpy's keys would be
+        best = _merge(best, cand, k, largest=True)
     if metric == "cosine":
         return keys_to_cosine(best[0], query.norms()), best[1]
     return best

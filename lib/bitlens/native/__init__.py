@@ -1,0 +1,1 @@
+"""Compiled kernels (built by `pip install -e .` / `make setup`); every caller keeps a pure-Python fallback."""

@@ -1,0 +1,433 @@
+/* Exact top-k over packed binary codes: Hamming distance and SDC (weighted plane-pair Hamming), OpenMP.
+ *
+ * A pair's cost is C = sum_ij coef[i][j] * popcount(q_i XOR d_j) over the planes of the query (i) and the
+ * database item (j); Hamming is one plane with coef 1.  Mode 0 keeps the k smallest costs, mode 1 (SDC cosine)
+ * the k largest keys IP*|IP| / dnorm[r] with IP = base - 2C, computed in double exactly as numpy does.
+ * Ties always go to the smaller database index: within one scan rows arrive in increasing order, so a newcomer
+ * enters only when strictly better than the current k-th; scans of separate database ranges are merged by
+ * (score, index).
+ *
+ * Work split: each thread takes a range of queries (or, with few queries, a range of the database) and walks
+ * its database range in blocks that stay in L2, scoring a small block of queries against each row while that
+ * row is in L1.  The selection is a bounded max-heap per query behind a scalar threshold test.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define BITLENS_X86 1
+#endif
+
+typedef struct {
+    const uint64_t *q, *d;
+    int64_t qs, ds;          /* plane strides in words */
+    int pq, pd, W;           /* planes, words per plane row */
+    const int64_t *coef;     /* pq * pd */
+    int64_t nq, n, k;
+    int mode;
+    int64_t base;
+    const double *dnorm;
+} job_t;
+
+/* per (task, query) selection state: mode 0 keys (cost << 32 | row); mode 1 (key, row) */
+typedef struct {
+    uint64_t *ikey;      /* k, max-heap */
+    double *fkey;        /* k, min-heap on (key, -row) */
+    int64_t *frow;
+    int64_t cnt;
+} heap_t;
+
+/* ---- selection ---------------------------------------------------------------------------------------- */
+
+static inline void iheap_push(uint64_t *h, int64_t *cnt, int64_t k, uint64_t key) {
+    int64_t i;
+    if (*cnt < k) {
+        i = (*cnt)++;
+        while (i > 0) {
+            int64_t p = (i - 1) >> 1;
+            if (h[p] >= key) break;
+            h[i] = h[p];
+            i = p;
+        }
+        h[i] = key;
+        return;
+    }
+    i = 0;  /* replace the top (largest) */
+    for (;;) {
+        int64_t l = 2 * i + 1, r = l + 1, c;
+        if (l >= k) break;
+        c = (r < k && h[r] > h[l]) ? r : l;
+        if (h[c] <= key) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = key;
+}
+
+/* a worse than b for the cosine mode: smaller key, or equal key and larger row */
+static inline int fworse(double ka, int64_t ra, double kb, int64_t rb) {
+    return ka < kb || (ka == kb && ra > rb);
+}
+
+static inline void fheap_push(double *hk, int64_t *hr, int64_t *cnt, int64_t k, double key, int64_t row) {
+    int64_t i;
+    if (*cnt < k) {
+        i = (*cnt)++;
+        while (i > 0) {
+            int64_t p = (i - 1) >> 1;
+            if (!fworse(key, row, hk[p], hr[p])) break;
+            hk[i] = hk[p]; hr[i] = hr[p];
+            i = p;
+        }
+        hk[i] = key; hr[i] = row;
+        return;
+    }
+    i = 0;  /* replace the top (worst) */
+    for (;;) {
+        int64_t l = 2 * i + 1, r = l + 1, c;
+        if (l >= k) break;
+        c = (r < k && fworse(hk[r], hr[r], hk[l], hr[l])) ? r : l;
+        if (!fworse(hk[c], hr[c], key, row)) break;
+        hk[i] = hk[c]; hr[i] = hr[c];
+        i = c;
+    }
+    hk[i] = key; hr[i] = row;
+}
+
+/* ---- pair costs --------------------------------------------------------------------------------------- */
+
+#define QBLOCK 8
+#define L2_BYTES (256 * 1024)
+
+/* Pair costs take the shape (W words per plane, PQ and PD planes) as arguments; the scans below call them with
+ * constants for the common shapes (1,024-bit Hamming; 512 x 2 SDC) so the compiler unrolls them completely. */
+
+#define SCALAR_COST(POPCNT, W, PQ, PD, W0)                                                            \
+    for (int i = 0; i < (PQ); i++) {                                                                  \
+        const uint64_t *a = qrow + i * J->qs;                                                         \
+        for (int j = 0; j < (PD); j++) {                                                              \
+            const uint64_t *b = drow + j * J->ds;                                                     \
+            int64_t h = 0;                                                                            \
+            for (int w = (W0); w < (W); w++) h += POPCNT(a[w] ^ b[w]);                                \
+            cost += coef[i * (PD) + j] * h;                                                           \
+        }                                                                                             \
+    }
+
+/* Scans queries [q0, q1) against database rows [r0, r1); heaps[qi - q0] hold the running top-k. */
+#define SCAN_BODY(PAIR_COST)                                                                          \
+    const int64_t k = J->k;                                                                           \
+    const int64_t *coef = J->coef;                                                                    \
+    int64_t rowbytes = (int64_t)(PD) * (W) * 8;                                                       \
+    int64_t rb = L2_BYTES / (rowbytes > 0 ? rowbytes : 1);                                            \
+    if (rb < 16) rb = 16;                                                                             \
+    for (int64_t b0 = r0; b0 < r1; b0 += rb) {                                                        \
+        int64_t b1 = b0 + rb < r1 ? b0 + rb : r1;                                                     \
+        for (int64_t qb = q0; qb < q1; qb += QBLOCK) {                                                \
+            int64_t qe = qb + QBLOCK < q1 ? qb + QBLOCK : q1;                                         \
+            uint64_t thr[QBLOCK];                                                                     \
+            for (int64_t qi = qb; qi < qe; qi++) {                                                    \
+                heap_t *H = &heaps[qi - q0];                                                          \
+                thr[qi - qb] = (J->mode == 0 && H->cnt == k) ? H->ikey[0] : UINT64_MAX;               \
+            }                                                                                         \
+            for (int64_t r = b0; r < b1; r++) {                                                       \
+                const uint64_t *drow = J->d + r * (W);                                                \
+                for (int64_t qi = qb; qi < qe; qi++) {                                                \
+                    const uint64_t *qrow = J->q + qi * (W);                                           \
+                    int64_t cost = 0;                                                                 \
+                    PAIR_COST                                                                         \
+                    heap_t *H = &heaps[qi - q0];                                                      \
+                    if (J->mode == 0) {                                                               \
+                        uint64_t key = ((uint64_t)cost << 32) | (uint64_t)r;                          \
+                        if (key < thr[qi - qb]) {                                                     \
+                            iheap_push(H->ikey, &H->cnt, k, key);                                     \
+                            if (H->cnt == k) thr[qi - qb] = H->ikey[0];                               \
+                        }                                                                             \
+                    } else {                                                                          \
+                        double ip = (double)(J->base - 2 * cost);                                     \
+                        double key = ip * fabs(ip) / J->dnorm[r];                                     \
+                        if (H->cnt < k || fworse(H->fkey[0], H->frow[0], key, r))                     \
+                            fheap_push(H->fkey, H->frow, &H->cnt, k, key, r);                         \
+                    }                                                                                 \
+                }                                                                                     \
+            }                                                                                         \
+        }                                                                                             \
+    }
+
+#define SCAN_ARGS const job_t *J, int64_t q0, int64_t q1, int64_t r0, int64_t r1, heap_t *heaps
+
+#define DEFINE_SCALAR_SCAN(NAME, ATTR)                                                                \
+static inline __attribute__((always_inline)) ATTR void NAME##_impl(SCAN_ARGS, const int W, const int PQ, \
+                                                                   const int PD) {                    \
+    SCAN_BODY(SCALAR_COST(__builtin_popcountll, W, PQ, PD, 0))                                        \
+}                                                                                                     \
+static ATTR void NAME(SCAN_ARGS) {                                                                    \
+    if (J->pq == 1 && J->pd == 1 && J->W == 16) NAME##_impl(J, q0, q1, r0, r1, heaps, 16, 1, 1);      \
+    else if (J->pq == 2 && J->pd == 2 && J->W == 8) NAME##_impl(J, q0, q1, r0, r1, heaps, 8, 2, 2);   \
+    else NAME##_impl(J, q0, q1, r0, r1, heaps, J->W, J->pq, J->pd);                                   \
+}
+
+DEFINE_SCALAR_SCAN(scan_generic, )
+
+#ifdef BITLENS_X86
+DEFINE_SCALAR_SCAN(scan_popcnt, __attribute__((target("popcnt"))))
+
+/* AVX2: words [0, VW) of each plane pair by nibble lookup (bytes summed, one SAD per plane pair), words
+ * [VW, W) by scalar popcnt, so the vector and the integer units work on the same pair at once. */
+#define AVX2_COST(W, PQ, PD, VW)                                                                      \
+    {                                                                                                 \
+        __m256i acc = _mm256_setzero_si256();                                                         \
+        for (int i = 0; i < (PQ); i++) {                                                              \
+            const uint64_t *a = qrow + i * J->qs;                                                     \
+            for (int j = 0; j < (PD); j++) {                                                          \
+                const uint64_t *b = drow + j * J->ds;                                                 \
+                __m256i sum = _mm256_setzero_si256();                                                 \
+                for (int w0 = 0; w0 < (VW); w0 += 4 * 30) {                                          \
+                    int w1 = w0 + 4 * 30 < (VW) ? w0 + 4 * 30 : (VW);                                 \
+                    __m256i bytes = _mm256_setzero_si256();                                           \
+                    for (int w = w0; w < w1; w += 4) {                                                \
+                        __m256i x = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(a + w)),    \
+                                                     _mm256_loadu_si256((const __m256i *)(b + w)));   \
+                        __m256i lo = _mm256_and_si256(x, low4);                                       \
+                        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low4);                 \
+                        bytes = _mm256_add_epi8(bytes, _mm256_shuffle_epi8(lut, lo));                 \
+                        bytes = _mm256_add_epi8(bytes, _mm256_shuffle_epi8(lut, hi));                 \
+                    }                                                                                 \
+                    sum = _mm256_add_epi64(sum, _mm256_sad_epu8(bytes, _mm256_setzero_si256()));      \
+                }                                                                                     \
+                if ((PQ) * (PD) == 1) acc = sum;                                                      \
+                else acc = _mm256_add_epi64(acc, _mm256_mul_epu32(sum, cvec[i * (PD) + j]));          \
+            }                                                                                         \
+        }                                                                                             \
+        __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));    \
+        cost = _mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1);                                      \
+        if ((PQ) * (PD) == 1) cost *= coef[0];                                                        \
+    }                                                                                                 \
+    if ((VW) < (W)) { SCALAR_COST(__builtin_popcountll, W, PQ, PD, VW) }
+
+static inline __attribute__((always_inline, target("avx2,popcnt")))
+void scan_avx2_impl(SCAN_ARGS, const int W, const int PQ, const int PD, const int VW) {
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256i cvec[16];
+    for (int c = 0; c < PQ * PD && c < 16; c++) cvec[c] = _mm256_set1_epi64x(J->coef[c]);
+    SCAN_BODY(AVX2_COST(W, PQ, PD, VW))
+}
+
+static int g_vector_words = -1;  /* tuning: words per plane done by AVX2 (-1: the built-in split) */
+
+static __attribute__((target("avx2,popcnt"))) void scan_avx2(SCAN_ARGS) {
+    int vw = g_vector_words;
+    if (J->pq == 1 && J->pd == 1 && J->W == 16 && vw < 0) scan_avx2_impl(J, q0, q1, r0, r1, heaps, 16, 1, 1, 8);
+    else if (J->pq == 2 && J->pd == 2 && J->W == 8 && vw < 0) scan_avx2_impl(J, q0, q1, r0, r1, heaps, 8, 2, 2, 4);
+    else if (J->pq * J->pd <= 16) {
+        if (vw < 0 || vw > J->W || vw % 4) vw = J->W - J->W % 4;
+        scan_avx2_impl(J, q0, q1, r0, r1, heaps, J->W, J->pq, J->pd, vw);
+    } else scan_popcnt(J, q0, q1, r0, r1, heaps);
+}
+#endif
+
+/* ---- driver ------------------------------------------------------------------------------------------- */
+
+typedef void (*scan_fn)(const job_t *, int64_t, int64_t, int64_t, int64_t, heap_t *);
+
+static int g_kernel_choice = -1;  /* -1 auto, 0 generic, 1 popcnt, 2 avx2 */
+
+static const char *kernel_name(int c) { return c == 2 ? "avx2" : c == 1 ? "popcnt" : "generic"; }
+
+static int pick_kernel(int W) {
+    int best = 0;
+#ifdef BITLENS_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("popcnt")) best = 1;
+    if (best == 1 && __builtin_cpu_supports("avx2") && W >= 4) best = 2;
+#endif
+    if (g_kernel_choice >= 0 && g_kernel_choice < best) best = g_kernel_choice;
+    return best;
+}
+
+static scan_fn kernel_fn(int c) {
+#ifdef BITLENS_X86
+    if (c == 2) return scan_avx2;
+    if (c == 1) return scan_popcnt;
+#endif
+    (void)c;
+    return scan_generic;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct { double key; int64_t row; } frec_t;
+
+static int cmp_frec(const void *a, const void *b) {
+    const frec_t *x = a, *y = b;
+    if (x->key != y->key) return x->key > y->key ? -1 : 1;
+    return (x->row > y->row) - (x->row < y->row);
+}
+
+/* Returns 0 on success, -1 on allocation failure. Outputs: out_val (int64 costs or double keys), out_idx. */
+static int run_topk(const job_t *J, int nthreads, void *out_val, int64_t *out_idx) {
+    int64_t nq = J->nq, n = J->n, k = J->k;
+    int kern = pick_kernel(J->W);
+    scan_fn scan = kernel_fn(kern);
+    if (nthreads < 1) nthreads = 1;
+    /* few queries: split the database instead, and merge the per-range results */
+    int nsplit = nq >= 2 * (int64_t)nthreads * QBLOCK ? 1 : nthreads;
+    if ((int64_t)nsplit > n) nsplit = (int)(n > 0 ? n : 1);
+    int64_t slots = (int64_t)nsplit * nq;
+    heap_t *heaps = calloc((size_t)slots, sizeof(heap_t));
+    uint64_t *ik = NULL; double *fk = NULL; int64_t *fr = NULL;
+    if (!heaps) return -1;
+    if (J->mode == 0) ik = malloc((size_t)(slots * k) * sizeof(uint64_t));
+    else { fk = malloc((size_t)(slots * k) * sizeof(double)); fr = malloc((size_t)(slots * k) * sizeof(int64_t)); }
+    if ((J->mode == 0 && !ik) || (J->mode != 0 && (!fk || !fr))) { free(heaps); free(ik); free(fk); free(fr); return -1; }
+    for (int64_t s = 0; s < slots; s++) {
+        if (ik) heaps[s].ikey = ik + s * k;
+        else { heaps[s].fkey = fk + s * k; heaps[s].frow = fr + s * k; }
+    }
+    int ntasks = nsplit == 1 ? nthreads : nsplit;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (int t = 0; t < ntasks; t++) {
+        if (nsplit == 1) {
+            int64_t q0 = nq * t / ntasks, q1 = nq * (t + 1) / ntasks;
+            if (q1 > q0) scan(J, q0, q1, 0, n, heaps + q0);
+        } else {
+            int64_t r0 = n * t / ntasks, r1 = n * (t + 1) / ntasks;
+            if (r1 > r0) scan(J, 0, nq, r0, r1, heaps + (int64_t)t * nq);
+        }
+    }
+    /* merge the ranges and sort each query's list best first */
+    int fail = 0;
+    #pragma omp parallel num_threads(nthreads)
+    {
+        uint64_t *bi = NULL; frec_t *bf = NULL;
+        if (J->mode == 0) bi = malloc((size_t)(nsplit * k) * sizeof(uint64_t));
+        else bf = malloc((size_t)(nsplit * k) * sizeof(frec_t));
+        if (!bi && !bf) {
+            #pragma omp atomic write
+            fail = 1;
+        } else {
+            #pragma omp for schedule(static)
+            for (int64_t qi = 0; qi < nq; qi++) {
+                int64_t m = 0;
+                for (int s = 0; s < nsplit; s++) {
+                    heap_t *H = &heaps[(int64_t)s * nq + qi];
+                    for (int64_t c = 0; c < H->cnt; c++) {
+                        if (bi) bi[m++] = H->ikey[c];
+                        else { bf[m].key = H->fkey[c]; bf[m].row = H->frow[c]; m++; }
+                    }
+                }
+                if (bi) {
+                    qsort(bi, (size_t)m, sizeof(uint64_t), cmp_u64);
+                    for (int64_t c = 0; c < k; c++) {
+                        ((int64_t *)out_val)[qi * k + c] = c < m ? (int64_t)(bi[c] >> 32) : -1;
+                        out_idx[qi * k + c] = c < m ? (int64_t)(bi[c] & 0xffffffffu) : -1;
+                    }
+                } else {
+                    qsort(bf, (size_t)m, sizeof(frec_t), cmp_frec);
+                    for (int64_t c = 0; c < k; c++) {
+                        ((double *)out_val)[qi * k + c] = c < m ? bf[c].key : NAN;
+                        out_idx[qi * k + c] = c < m ? bf[c].row : -1;
+                    }
+                }
+            }
+        }
+        free(bi); free(bf);
+    }
+    free(heaps); free(ik); free(fk); free(fr);
+    return fail ? -1 : 0;
+}
+
+/* ---- Python binding ----------------------------------------------------------------------------------- */
+
+static PyObject *py_topk(PyObject *self, PyObject *args) {
+    Py_buffer qb, db, cb, nb, ov, oi;
+    Py_ssize_t qs, ds, nq, n, k, base;
+    int pq, pd, W, mode, nthreads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*niy*ninniy*niny*iw*w*", &qb, &qs, &pq, &db, &ds, &pd, &nq, &n, &W, &cb, &k,
+                          &mode, &base, &nb, &nthreads, &ov, &oi))
+        return NULL;
+    PyObject *ret = NULL;
+    if (k < 1 || n < 1 || nq < 0 || W < 1 || pq < 1 || pd < 1 || n >= ((Py_ssize_t)1 << 32)) {
+        PyErr_SetString(PyExc_ValueError, "native topk: need k >= 1, 1 <= n < 2**32, W >= 1, planes >= 1");
+    } else if (qb.len < (Py_ssize_t)(8 * ((pq - 1) * qs + nq * W)) || db.len < (Py_ssize_t)(8 * ((pd - 1) * ds + n * W))
+               || cb.len < (Py_ssize_t)(8 * pq * pd) || ov.len < 8 * nq * k || oi.len < 8 * nq * k
+               || (mode == 1 && nb.len < 8 * n)) {
+        PyErr_SetString(PyExc_ValueError, "native topk: a buffer is smaller than its stated shape");
+    } else {
+        job_t J = {qb.buf, db.buf, qs, ds, pq, pd, W, cb.buf, nq, n, k, mode, base, nb.buf};
+        int rc;
+#ifdef _OPENMP
+        if (nthreads < 1) nthreads = omp_get_max_threads();
+#else
+        nthreads = 1;
+#endif
+        Py_BEGIN_ALLOW_THREADS
+        rc = run_topk(&J, nthreads, ov.buf, (int64_t *)oi.buf);
+        Py_END_ALLOW_THREADS
+        if (rc) PyErr_NoMemory();
+        else ret = Py_NewRef(Py_None);
+    }
+    PyBuffer_Release(&qb); PyBuffer_Release(&db); PyBuffer_Release(&cb); PyBuffer_Release(&nb);
+    PyBuffer_Release(&ov); PyBuffer_Release(&oi);
+    return ret;
+}
+
+static PyObject *py_set_kernel(PyObject *self, PyObject *args) {
+    int c;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &c)) return NULL;
+    g_kernel_choice = c;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_set_vector_words(PyObject *self, PyObject *args) {
+    int c;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &c)) return NULL;
+#ifdef BITLENS_X86
+    g_vector_words = c;
+#endif
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_kernel(PyObject *self, PyObject *args) {
+    int W;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &W)) return NULL;
+    return PyUnicode_FromString(kernel_name(pick_kernel(W)));
+}
+
+static PyObject *py_max_threads(PyObject *self, PyObject *noargs) {
+    (void)self; (void)noargs;
+#ifdef _OPENMP
+    return PyLong_FromLong(omp_get_max_threads());
+#else
+    return PyLong_FromLong(1);
+#endif
+}
+
+static PyMethodDef methods[] = {
+    {"topk", py_topk, METH_VARARGS,
+     "topk(q, q_plane_stride, pq, d, d_plane_stride, pd, nq, n, W, coef, k, mode, base, dnorm, nthreads, "
+     "out_val, out_idx): exact top-k, see bitlens.search"},
+    {"set_kernel", py_set_kernel, METH_VARARGS, "cap the popcount kernel: -1 auto, 0 generic, 1 popcnt, 2 avx2"},
+    {"set_vector_words", py_set_vector_words, METH_VARARGS, "tuning: AVX2 words per plane row (-1 default)"},
+    {"kernel", py_kernel, METH_VARARGS, "name of the popcount kernel used for W words per plane row"},
+    {"max_threads", py_max_threads, METH_NOARGS, "OpenMP threads used by default"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_search", "bitlens native search kernels", -1, methods};
+
+PyMODINIT_FUNC PyInit__search(void) { return PyModule_Create(&moddef); }

@@ -1,0 +1,97 @@
+"""The benchmark framework: result rows, goal status, the README table, and bench_search end to end (tiny)."""
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+import common  # noqa: E402
+
+
+def test_ratio_row_names_both_sides_and_judges_the_goal():
+    r = common.ratio_row("x", "ours", 0.6, "theirs", 1.0, goal=0.8)
+    assert (r["bitlens"], r["peer"], r["ratio"], r["met"], r["goal"]) == ("ours", "theirs", 0.6, "yes", "ratio <= 0.8")
+    assert common.ratio_row("x", "ours", 0.9, "theirs", 1.0, goal=0.8)["met"] == "no"
+    assert common.ratio_row("x", "ours", 0.9, "theirs", 1.0)["met"] == ""
+    with pytest.raises(ValueError, match="both sides"):
+        common.ratio_row("x", "ours", 0.9, "", 1.0)
+
+
+def test_limit_row_keeps_the_peer_columns_empty():
+    r = common.limit_row("mAP", "ours", 61.0, "s", 60)
+    assert (r["peer"], r["peer_value"], r["met"], r["goal"]) == ("", "", "no", "< 60 s")
+    assert common.limit_row("mAP", "ours", 0.5, "GiB", 1)["met"] == "yes"
+
+
+def test_measure_warms_up_then_takes_the_minimum_of_repeats():
+    calls = []
+    assert common.measure(lambda: calls.append(1), repeat=3) >= 0
+    assert len(calls) == 4
+
+
+def test_write_and_read_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    rows = [common.ratio_row("a", "ours", 1.0, "theirs", 2.0, goal=0.8), common.limit_row("b", "ours", 3, "s", 60)]
+    path = common.write("demo", rows)
+    assert path.name.startswith("demo__") and path.name.endswith("c.csv")
+    back = common.read(path)
+    assert [r["benchmark"] for r in back] == ["a", "b"] and back[0]["met"] == "yes"
+    assert "theirs" in common.show(rows)
+
+
+def test_goal_ids_are_checked_and_every_goal_gets_a_status():
+    with pytest.raises(ValueError, match="unknown goal_id"):
+        common.ratio_row("x", "ours", 1, "theirs", 1, goal=1, goal_id="nope")
+    rows = [common.ratio_row("h", "ours", 0.5, "faiss", 1.0, goal=0.8, goal_id="hamming-cpu"),
+            common.limit_row("m", "ours", 70, "s", 60, goal_id="map-time")]
+    status = {gid: st for gid, _, st, _ in common.goal_status(rows)}
+    assert status["hamming-cpu"] == "met" and status["map-time"] == "not met"
+    assert status["sdc-cpu"] == "not measured" and set(status) == set(common.GOALS)
+    assert "[not measured]" in common.show_goals(rows).replace("  ", "")
+
+
+def test_readme_table_is_generated_between_the_markers(tmp_path):
+    import readme_table
+
+    res = tmp_path / "results"
+    res.mkdir()
+    monkey_rows = [common.ratio_row("Hamming demo", "ours", 0.5, "faiss", 1.0, goal=0.8, goal_id="hamming-cpu")]
+    import csv
+
+    with open(res / "search__CPU-2c.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, common.COLUMNS)
+        w.writeheader()
+        w.writerows(monkey_rows)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench:start -->\nold typed table\n<!-- bench:end -->\noutro\n")
+    old, new = readme_table.update(readme, res)
+    assert "old typed table" not in new and new.startswith("intro\n") and new.endswith("outro\n")
+    assert "| Hamming demo | ours: 0.5 s | faiss: 1 s | 0.5 | ratio <= 0.8 | yes |" in new
+    assert "**met**" in new and "**NOT MEASURED**" in new
+    readme.write_text("no markers")
+    with pytest.raises(SystemExit, match="markers"):
+        readme_table.update(readme, res)
+
+
+def test_bench_search_runs_end_to_end_on_tiny_sizes(tmp_path, monkeypatch):
+    pytest.importorskip("faiss")
+    import bench_search
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(bench_search, "RESULTS", tmp_path)
+    rows = bench_search.main(["--nq", "20", "--nb", "300", "--repeat", "1", "--fallback-nq", "5"])
+    names = [r["benchmark"] for r in rows]
+    assert any(n.startswith("Hamming top-10, 20 × 300") for n in names)
+    assert all(r["bitlens"] and r["peer"] for r in rows)
+    assert not any(r["goal_id"] for r in rows)  # not the goal's size: no goal is claimed
+    assert sorted(p.name.split("__")[0] for p in tmp_path.iterdir()) == ["sdc_claim", "search"]
+
+
+def test_cuda_benchmark_skips_cleanly_without_cuda():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the benchmark would run for real")
+    import cuda_search
+
+    assert cuda_search.main([]) == []
