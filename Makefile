@@ -29,7 +29,7 @@ reproduce: $(STAMP)
 	$(PY) run_all.py --profile $(PROFILE)
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	BITLENS_REQUIRE_NATIVE=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
