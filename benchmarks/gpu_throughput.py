@@ -34,7 +34,7 @@ def bebr(pairs: int, epochs: int, amp: bool) -> dict:
         opts = TrainOptions(epochs=epochs, device="cuda", amp=amp)
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        h = train_head(feats, cfg, opts, f"/tmp/bebr_{name}", resume=False, log=lambda *a: None)
+        h = train_head(feats, cfg, opts, f"/tmp/bebr_{name}", fresh=True, log=lambda *a: None)
         torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         out[name] = {"seconds": round(dt, 2), "pairs_per_s": round(pairs * epochs / dt),

@@ -14,7 +14,7 @@ from bitlens.bebr.evaluate import main as evaluate_main
 from bitlens.bebr.heads import HeadConfig, RBEHead, sign_ste
 from bitlens.bebr.loss import MASKED, rbe_loss
 from bitlens.bebr.sampler import PairBatches, split_pairs
-from bitlens.bebr.train import TrainOptions, train_head
+from bitlens.bebr.train import TrainOptions, embed, train_head
 
 
 def _linear_head(u):
@@ -109,16 +109,106 @@ def _features(n=64, d=8, seed=0):
     return {"train_feat": feat, "train_label": np.repeat(np.arange(n), 2), "val_img": img[:32], "val_txt": txt[:32]}
 
 
-def test_training_writes_checkpoints_and_resumes(tmp_path):
+def test_training_reports_the_last_epoch_and_reuses_a_finished_run(tmp_path):
     feats = _features()
     cfg = HeadConfig(8, 16, 1, 0, 1)
     opts = TrainOptions(epochs=2, batch_size=32, lr=0.05, lr_step_epoch=1)
     h = train_head(feats, cfg, opts, tmp_path, log=lambda *_: None)
-    assert len(h["epoch"]) == 2 and (tmp_path / "feat_image.npy").exists()
-    again = train_head(feats, cfg, opts, tmp_path, log=lambda *_: None)  # nothing left to do: resumes at the end
-    assert again["loss"] == h["loss"]
-    with pytest.raises(ValueError, match="other settings"):
-        train_head(feats, HeadConfig(8, 8, 1, 0, 1), opts, tmp_path)
+    assert len(h["epoch"]) == 2 and not (tmp_path / "best.pth").exists()
+    head = RBEHead(cfg)
+    head.load_state_dict(torch.load(tmp_path / "checkpoint.pth")["state_dict"])
+    # the saved embeddings are the final model's, whichever epoch scored best on the evaluation pairs
+    np.testing.assert_array_equal(np.load(tmp_path / "feat_image.npy"), embed(head, feats["val_img"], "cpu"))
+    msgs = []
+    again = train_head(feats, cfg, opts, tmp_path, log=msgs.append)
+    assert again["loss"] == h["loss"] and "reusing the finished run" in msgs[-1]
+
+
+def test_other_settings_start_a_fresh_run_and_keep_the_old_one_aside(tmp_path):
+    feats = _features()
+    opts = TrainOptions(epochs=1, batch_size=32, lr=0.05)
+    train_head(feats, HeadConfig(8, 16, 1, 0, 1), opts, tmp_path, log=lambda *_: None)
+    msgs = []
+    train_head(feats, HeadConfig(8, 8, 1, 0, 1), opts, tmp_path, log=msgs.append)
+    assert "settings changed (config.out_dim: 16 → 8)" in msgs[0]
+    prev = next(tmp_path.glob("previous-*"))
+    assert torch.load(prev / "checkpoint.pth")["state_dict"]["W.weight"].shape[0] == 16
+    assert torch.load(tmp_path / "checkpoint.pth")["state_dict"]["W.weight"].shape[0] == 8
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_then_resumed_run_equals_an_uninterrupted_one_bit_for_bit(tmp_path):
+    feats = _features()
+    cfg = HeadConfig(8, 16, 1, 0, 1)
+    opts = TrainOptions(epochs=3, batch_size=32, lr=0.05, lr_step_epoch=2)
+    straight = train_head(feats, cfg, opts, tmp_path / "a", log=lambda *_: None)
+
+    def stop(epoch):
+        if epoch == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_head(feats, cfg, opts, tmp_path / "b", log=lambda *_: None, on_epoch=stop)
+    resumed = train_head(feats, cfg, opts, tmp_path / "b", log=lambda *_: None)
+    assert resumed["loss"] == straight["loss"] and resumed["val_r1"] == straight["val_r1"]
+    a, b = (torch.load(tmp_path / d / "checkpoint.pth")["state_dict"] for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for f in ("feat_image.npy", "feat_txt.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / "a" / f), np.load(tmp_path / "b" / f))
+
+
+def test_amp_trains_under_cpu_autocast_with_the_loss_in_float32(tmp_path):
+    feats = _features()
+    opts = TrainOptions(epochs=1, batch_size=32, lr=0.05, amp=True)
+    h = train_head(feats, HeadConfig(8, 16, 1, 0, 1), opts, tmp_path, log=lambda *_: None)
+    assert np.isfinite(h["loss"]).all()
+    with torch.autocast("cpu", dtype=torch.float16):
+        x = torch.randn(6, 4).half()
+        loss = rbe_loss(x[:3], x[3:], torch.tensor([0, 0, 1]))  # a same-image negative gets masked
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_cli_rejects_a_misspelt_boolean_and_explains_every_flag(tmp_path, capsys):
+    from bitlens.bebr.train import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--features", str(tmp_path), "--out", str(tmp_path), "--amp", "flase"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m bitlens.bebr.train") and "'flase' is not a boolean" in err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for f in TrainOptions.__dataclass_fields__:
+        flag = "--" + f.replace("_", "-")
+        assert flag in out, flag
+    assert "(default: 0.08)" in out and "(default: False)" in out
+    assert main(["--features", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    assert "train_feat.npy: missing feature file" in capsys.readouterr().err
+
+
+def test_torchrun_command_reproduces_every_setting(tmp_path, monkeypatch):
+    import bitlens.bebr.train as T
+
+    cfg = HeadConfig(8, 16, 1, 0, 1, binary=False)
+    opts = TrainOptions(epochs=2, batch_size=32, lr=0.05, amp=True, nesterov=False)
+    cmd = T.torchrun_command(tmp_path / "f", tmp_path / "o", cfg, opts, 2, fresh=True)
+    assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    seen = {}
+
+    def fake_train(feats, c, o, out, fresh, **kw):
+        seen.update(cfg=c, opts=o, fresh=fresh, out=out)
+        return {"epoch": [], "val_r1": []}
+
+    monkeypatch.setattr(T, "load_features", lambda d: {"train_feat": np.zeros((2, 8), np.float32)})
+    monkeypatch.setattr(T, "train_head", fake_train)
+    assert T.main(cmd[cmd.index("bitlens.bebr.train") + 1:]) == 0  # what each rank parses
+    assert seen == {"cfg": cfg, "opts": opts, "fresh": True, "out": str(tmp_path / "o")}
+    with pytest.raises(ValueError, match="nproc = 1"):
+        T.torchrun_command(tmp_path, tmp_path, cfg, opts, 1)
 
 
 def test_evaluate_cli_json_and_bad_files(tmp_path, capsys):
@@ -141,10 +231,11 @@ DDP_SCRIPT = """
 import json, sys, numpy as np, torch
 from bitlens.bebr.heads import HeadConfig, RBEHead
 from bitlens.bebr.loss import rbe_loss
-from bitlens.bebr.train import _gather, world_info
+from bitlens.distributed import gather_cat as _gather, world_from_env
 import torch.distributed as dist
 dist.init_process_group("gloo")
-_, rank, world = world_info()
+w = world_from_env()
+rank, world = w.rank, w.size
 torch.manual_seed(0)
 head = RBEHead(HeadConfig(8, 16, 1, 0, 1))
 rng = np.random.default_rng(0)

@@ -70,3 +70,39 @@ def test_cache_is_hit_only_for_unchanged_inputs(tmp_path):
     assert not encoders.cached(out, ["f.npy", "missing.npy"], d1)
     (out / ".inputs.json").write_text("{broken")
     assert not encoders.cached(out, ["f.npy"], d1)
+
+
+def test_paper_encoder_is_built_with_quickgelu_as_openai_trained_it():
+    # RN101 from its config, no weights: the text transformer's activation is what matters for OpenAI weights
+    model, _, _ = encoders.create_model("RN101", None, quick_gelu=True)
+    assert "QuickGELU" in encoders.activation_classes(model)
+    assert "GELU" not in encoders.activation_classes(model)
+    plain, _, _ = encoders.create_model("RN101", None)
+    assert "GELU" in encoders.activation_classes(plain) and "QuickGELU" not in encoders.activation_classes(plain)
+
+
+def test_a_local_weights_file_is_loaded_into_a_quickgelu_model(tmp_path):
+    torch.manual_seed(0)
+    model, _, _ = encoders.create_model(encoders.TINY_MODEL)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    loaded, _, _ = encoders.create_model(encoders.TINY_MODEL, str(tmp_path / "w.pt"), quick_gelu=True)
+    assert "QuickGELU" in encoders.activation_classes(loaded)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_pairs_are_interleaved_image_then_caption_with_the_image_index_as_label():
+    from bitlens.bebr.sampler import interleave_pairs, split_pairs
+
+    img = np.arange(6, dtype=np.float32).reshape(3, 2)
+    txt = -np.arange(8, dtype=np.float32).reshape(4, 2)
+    feats, labels = interleave_pairs(img, txt, [2, 0, 0, 1])
+    np.testing.assert_array_equal(feats[0], img[2])
+    np.testing.assert_array_equal(feats[1], txt[0])
+    np.testing.assert_array_equal(feats[5], txt[2])
+    np.testing.assert_array_equal(labels, [2, 2, 0, 0, 0, 0, 1, 1])
+    i, t, lab = split_pairs(feats, labels)  # the trainer's reader inverts it
+    np.testing.assert_array_equal(i, img[[2, 0, 0, 1]])
+    np.testing.assert_array_equal(t, txt)
+    np.testing.assert_array_equal(lab, [2, 0, 0, 1])
+    with pytest.raises(ValueError, match="image indices must lie in 0..2"):
+        interleave_pairs(img, txt, [0, 1, 2, 3])

@@ -200,3 +200,16 @@ def test_command_line_help_shows_every_default(capsys):
     for flag in ("--profile", "--experiment", "--out", "--set", "--device", "--fresh"):
         assert flag in out
     assert "(default: tiny)" in out and "(default: False)" in out
+
+
+def test_extracted_lab_keeps_missing_attributes_as_2(tmp_path):
+    from bitlens.ibc.extract import extract_codes
+
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "test.txt").write_text("0.png 0 1 2\n1.png 1 -1 1\n2.png 99999 2 -1\n")
+    lst = read_list(tmp_path / "test.txt", "sun", 2)
+    b, lab = extract_codes(model(), lst, tmp_path, 36, 32, batch_size=2)
+    assert b.shape == (3, 8) and ((b > 0) & (b < 1)).all()
+    np.testing.assert_array_equal(lab, [[0, 1, 2], [1, 0, 1], [99999, 2, 0]])

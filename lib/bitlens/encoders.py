@@ -29,8 +29,12 @@ def _register_configs() -> None:
         open_clip.add_model_config(CONFIG_DIR)
 
 
-def create_model(model: str, pretrained: str | None = None, device: str = "cpu"):
-    """(model, preprocess, tokenizer). `pretrained`: an open_clip tag, a local weights file, or None."""
+def create_model(model: str, pretrained: str | None = None, device: str = "cpu", quick_gelu: bool = False):
+    """(model, preprocess, tokenizer). `pretrained`: an open_clip tag, a local weights file, or None.
+
+    `quick_gelu`: build the text transformer (and ViT towers) with QuickGELU, the activation OpenAI's CLIP was
+    trained with. OpenAI weights need it whether they come as the `openai` tag or as a local file; open_clip
+    otherwise builds plain GELU for e.g. `RN101` and only warns."""
     import open_clip
 
     _register_configs()
@@ -40,11 +44,18 @@ def create_model(model: str, pretrained: str | None = None, device: str = "cpu")
         raise ValueError(f"pretrained {pretrained!r} is neither a file nor a tag of {model} "
                          f"(tags: {', '.join(open_clip.list_pretrained_tags_by_model(model)) or 'none'})")
     try:
-        m, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained or None, device=device)
+        m, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained or None, device=device,
+                                                                 force_quick_gelu=quick_gelu)
     except RuntimeError as e:
         raise RuntimeError(f"cannot load {model} weights {pretrained!r}: {e}. Offline hosts need a local weights "
                            f"file (see data/README.md)") from None
     return m.eval(), preprocess, open_clip.get_tokenizer(model)
+
+
+def activation_classes(model) -> set[str]:
+    """Names of the activation module classes in a model (QuickGELU vs GELU: which one a CLIP was built with)."""
+    names = {"GELU", "QuickGELU", "ReLU", "SiLU"}
+    return {type(m).__name__ for m in model.modules() if type(m).__name__ in names}
 
 
 def _autocast(device: str):
@@ -86,7 +97,8 @@ def text_features(model, tokenizer, texts, device: str = "cpu", batch_size: int 
 
 
 def train_tiny_clip(paths, captions, image_index, out_path, *, epochs: int = 6, batch_size: int = 128,
-                    lr: float = 1e-3, seed: int = 0, device: str = "cpu", log=print) -> Path:
+                    lr: float = 1e-3, seed: int = 0, device: str = "cpu", quick_gelu: bool = False,
+                    log=print) -> Path:
     """Train `bitlens-tiny-vit` contrastively on (image, caption) pairs; saves an open_clip state dict.
 
     `image_index[j]` is the image of caption j. Each epoch visits every caption once; images are decoded once.
@@ -98,7 +110,7 @@ def train_tiny_clip(paths, captions, image_index, out_path, *, epochs: int = 6, 
 
     out_path = Path(out_path)
     torch.manual_seed(seed)
-    model, preprocess, tokenizer = create_model(TINY_MODEL, None, device)
+    model, preprocess, tokenizer = create_model(TINY_MODEL, None, device, quick_gelu)
     images = torch.stack([preprocess(load_rgb(p)) for p in progress(paths, desc="decode images")])
     tokens = tokenizer(list(captions))
     image_index = torch.as_tensor(np.asarray(image_index), dtype=torch.long)

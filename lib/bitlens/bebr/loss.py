@@ -5,6 +5,10 @@ candidates sharing the anchor's image label are masked with −1e9 (they are the
 same picture under another caption, not negatives); cross-entropy over
 [positive, the k hardest remaining negatives] with target 0; the two
 directions are summed.
+
+The logits are always computed in float32, also under mixed precision: −1e9
+does not fit in float16, and a softmax over temperature-scaled cosines is where
+half precision loses most.
 """
 from __future__ import annotations
 
@@ -32,5 +36,7 @@ def rbe_loss(h1: torch.Tensor, h2: torch.Tensor, labels: torch.Tensor, tau: floa
     if all_h1 is None:
         all_h1, all_h2, all_labels = h1, h2, labels
     pos_idx = torch.arange(h1.shape[0], device=h1.device) + offset
-    return (_direction(h1, all_h2, labels, all_labels, pos_idx, tau, k)
-            + _direction(h2, all_h1, labels, all_labels, pos_idx, tau, k))
+    with torch.autocast(device_type=h1.device.type, enabled=False):
+        h1, h2, all_h1, all_h2 = (t.float() for t in (h1, h2, all_h1, all_h2))
+        return (_direction(h1, all_h2, labels, all_labels, pos_idx, tau, k)
+                + _direction(h2, all_h1, labels, all_labels, pos_idx, tau, k))

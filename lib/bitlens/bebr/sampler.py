@@ -4,6 +4,22 @@ from __future__ import annotations
 import numpy as np
 
 
+def interleave_pairs(image_features: np.ndarray, text_features: np.ndarray, image_index) -> tuple:
+    """(features, labels) in the official training layout: caption j's pair is rows 2j (its image's features)
+    and 2j + 1 (its text features); both rows are labelled with the image index."""
+    img, txt = np.asarray(image_features), np.asarray(text_features)
+    idx = np.asarray(image_index, np.int64).ravel()
+    if txt.shape[0] != idx.shape[0]:
+        raise ValueError(f"{txt.shape[0]} caption features but {idx.shape[0]} image indices")
+    if idx.size and (idx.min() < 0 or idx.max() >= img.shape[0]):
+        raise ValueError(f"image indices must lie in 0..{img.shape[0] - 1}, got {idx.min()}..{idx.max()}")
+    if img.shape[1:] != txt.shape[1:]:
+        raise ValueError(f"image features {img.shape} and text features {txt.shape} differ in dimension")
+    pairs = np.empty((2 * idx.shape[0], *img.shape[1:]), np.float32)
+    pairs[0::2], pairs[1::2] = img[idx], txt
+    return pairs, np.repeat(idx, 2)
+
+
 def split_pairs(features: np.ndarray, labels: np.ndarray, source: str = "training features"):
     """(image rows, text rows, pair labels) from interleaved arrays, validated."""
     f = np.asarray(features)

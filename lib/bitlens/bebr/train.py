@@ -4,13 +4,18 @@ Runs in one process or under `torchrun` (DistributedDataParallel; every rank
 takes its slice of each global batch and the loss sees the embeddings of all
 ranks, gathered with gradients for the local part). SGD with Nesterov
 momentum, step decay, weight decay only on weights (not biases / BatchNorm),
-gradient clipping, optional AMP; a checkpoint every epoch and resume.
+gradient clipping, optional mixed precision (the loss stays in float32).
+
+Reports the last epoch, as the authors do: `feat_image.npy` / `feat_txt.npy`
+are the evaluation embeddings after the final epoch (no epoch is picked on the
+evaluation pairs). Files: `checkpoint.pth` (`{'state_dict'}`), `history.json`
+(loss and image→text R@1 on the evaluation pairs per epoch, for the curve) and
+`train_state.pt` (exact resume; a run with other settings moves the earlier
+files to `previous-<time>/`, see bitlens.checkpoint).
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bitlens import io
+from bitlens import checkpoint, distributed, io
 from bitlens.bebr.heads import HeadConfig, RBEHead
 from bitlens.bebr.loss import rbe_loss
 from bitlens.bebr.sampler import PairBatches, split_pairs
@@ -73,11 +78,6 @@ def param_groups(model: torch.nn.Module, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def world_info() -> tuple[int, int, int]:
-    """(local_rank, rank, world_size) from torchrun's environment."""
-    return int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 @torch.no_grad()
 def embed(head: RBEHead, x: np.ndarray, device: str, batch: int = 8192) -> np.ndarray:
     head.eval()
@@ -85,80 +85,77 @@ def embed(head: RBEHead, x: np.ndarray, device: str, batch: int = 8192) -> np.nd
     return torch.cat(out).numpy()
 
 
-def _gather(t: torch.Tensor) -> torch.Tensor:
-    import torch.distributed.nn.functional as dnf
-
-    # clone: gloo reads a sliced view from the start of its storage, not from its offset
-    return torch.cat(dnf.all_gather(t.clone()), 0)
+ARTIFACTS = ("checkpoint.pth", "best.pth", "feat_image.npy", "feat_txt.npy", "history.json")
 
 
-def train_head(features: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, resume: bool = True, log=print) -> dict:
-    """Train one head; returns the history. Writes checkpoint.pth (every epoch), best.pth, feat_image.npy /
-    feat_txt.npy (val embeddings of the best epoch), history.json — all atomically."""
+def run_settings(cfg: HeadConfig, opts: TrainOptions) -> dict:
+    """What must match for a resume: the head and every option except the length and the device."""
+    return {"config": asdict(cfg), "options": {k: v for k, v in asdict(opts).items() if k not in ("device", "epochs")}}
+
+
+def autocast(device: str, enabled: bool):
+    """Mixed precision: float16 on CUDA and CPU alike (the loss itself runs in float32)."""
+    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.float16,
+                          enabled=enabled)
+
+
+def train_head(features: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, fresh: bool = False, log=print,
+               on_epoch=None) -> dict:
+    """Train one head; returns the history. Writes checkpoint.pth, feat_image.npy / feat_txt.npy (evaluation
+    embeddings of the latest epoch), history.json and train_state.pt after every epoch, atomically.
+
+    An earlier run in `out_dir` is continued, reused or moved aside as `bitlens.checkpoint.open_run` decides;
+    `fresh=True` always starts again. `on_epoch(epoch)` is called after each saved epoch (tests interrupt)."""
     from bitlens.metrics import recall_both_directions
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    local_rank, rank, world = world_info()
-    distributed = world > 1
-    device = opts.device
-    if distributed:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-        if device.startswith("cuda"):
-            device = f"cuda:{local_rank}"
-            torch.cuda.set_device(local_rank)
-    torch.manual_seed(opts.seed)
+    world, device = distributed.setup(opts.device)
+    say = log if world.main else (lambda *a: None)
     img, txt, lab = split_pairs(features["train_feat"], features["train_label"])
     if img.shape[1] != cfg.in_dim:
         raise ValueError(f"features are {img.shape[1]}-d but the head expects in_dim={cfg.in_dim}")
+    pairs = PairBatches(len(lab), opts.batch_size // 2, opts.seed)
+    if pairs.b % world.size:
+        raise ValueError(f"batch of {pairs.b} pairs does not split over {world.size} ranks")
+    torch.manual_seed(opts.seed)
     head = RBEHead(cfg).to(device)
-    model = head
-    if distributed:
-        model = torch.nn.parallel.DistributedDataParallel(head, device_ids=[local_rank] if device.startswith("cuda")
-                                                          else None)
     opt = torch.optim.SGD(param_groups(head, opts.weight_decay), lr=opts.lr, momentum=opts.momentum,
                           nesterov=opts.nesterov)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=opts.lr_step_epoch, gamma=opts.gamma)
-    scaler = torch.amp.GradScaler("cuda", enabled=opts.amp and device.startswith("cuda"))
-    pairs = PairBatches(len(lab), opts.batch_size // 2, opts.seed)
-    if pairs.b % world:
-        raise ValueError(f"batch of {pairs.b} pairs does not split over {world} ranks")
-    local = pairs.b // world
-    history = {"epoch": [], "loss": [], "val_r1": [], "seconds": []}
-    start = 0
-    ckpt_path = out_dir / "checkpoint.pth"
-    meta = {"config": asdict(cfg), "options": {k: v for k, v in asdict(opts).items() if k != "device"}}
-    if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ck.get("meta") != meta:
-            raise ValueError(f"{ckpt_path}: checkpoint was trained with other settings; delete it or set "
-                             f"resume=False (checkpoint: {ck.get('meta')}, now: {meta})")
-        head.load_state_dict(ck["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        history, start = ck["history"], ck["epoch"] + 1
-        log(f"resumed from {ckpt_path} at epoch {start}")
-    best = max(history["val_r1"], default=-1.0)
+    scaler = torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=opts.amp)
+    settings = run_settings(cfg, opts)
+    st = checkpoint.open_run(out_dir, settings, opts.epochs, world, fresh, ARTIFACTS, "epochs", say)
+    history, start = {"epoch": [], "loss": [], "val_r1": [], "seconds": []}, 0
+    if st is not None:
+        head.load_state_dict(torch.load(out_dir / "checkpoint.pth", map_location=device,
+                                        weights_only=False)["state_dict"])
+        history, start = st["history"], int(st["progress"])
+        if st["finished"]:
+            return history
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        scaler.load_state_dict(st["scaler"])
+    if st is None or not checkpoint.restore_rng(st, world):
+        torch.manual_seed(opts.seed + world.rank + start)
+    model = distributed.wrap(head, world, device)
+    local = pairs.b // world.size
     img_t, txt_t, lab_t = torch.from_numpy(img), torch.from_numpy(txt), torch.from_numpy(lab.astype(np.int64))
     for epoch in range(start, opts.epochs):
         model.train()
         t0, total, n = time.perf_counter(), 0.0, 0
         for idx in progress(pairs.epoch(epoch), total=len(pairs), desc=f"epoch {epoch + 1}/{opts.epochs}",
-                            disable=rank != 0 or None):
-            mine = idx[rank * local:(rank + 1) * local]
+                            disable=not world.main or None):
+            mine = idx[world.rank * local:(world.rank + 1) * local]
             a, b, y = img_t[mine].to(device), txt_t[mine].to(device), lab_t[mine].to(device)
-            with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.float16,
-                                enabled=opts.amp and device.startswith("cuda")):
+            with autocast(device, opts.amp):
                 h = model(torch.cat([a, b], 0))
-                h1, h2 = h[:local].float(), h[local:].float()
-                if distributed:
-                    loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k, _gather(h1), _gather(h2), _gather(y),
-                                    offset=rank * local)
-                else:
-                    loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k)
+            h1, h2 = h[:local], h[local:]
+            if world.distributed:
+                gather = distributed.gather_cat
+                loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k, gather(h1), gather(h2), gather(y),
+                                offset=world.rank * local)
+            else:
+                loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -174,50 +171,113 @@ def train_head(features: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, res
         history["loss"].append(total / max(n, 1))
         history["val_r1"].append(r1)
         history["seconds"].append(time.perf_counter() - t0)
-        if rank == 0:
-            log(f"epoch {epoch + 1}: loss {total / max(n, 1):.4f}  val i2t R@1 {r1:.4f}")
-            if r1 > best:
-                best = r1
-                io.torch_save(out_dir / "best.pth", {"state_dict": head.state_dict(), "epoch": epoch, "meta": meta})
-                io.save_npy(out_dir / "feat_image.npy", vi)
-                io.save_npy(out_dir / "feat_txt.npy", vt)
-            io.torch_save(ckpt_path, {"state_dict": head.state_dict(), "optimizer": opt.state_dict(),
-                                      "scheduler": sched.state_dict(), "epoch": epoch, "history": history,
-                                      "meta": meta})
+        say(f"epoch {epoch + 1}: loss {total / max(n, 1):.4f}  i2t R@1 (evaluation pairs) {r1:.4f}")
+        if world.main:
+            io.save_npy(out_dir / "feat_image.npy", vi)
+            io.save_npy(out_dir / "feat_txt.npy", vt)
+            io.torch_save(out_dir / "checkpoint.pth", {"state_dict": head.state_dict(), "epoch": epoch + 1,
+                                                       "meta": settings})
             io.write_json(out_dir / "history.json", history)
-    if distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
+        checkpoint.save_state(out_dir, settings, epoch + 1, opts.epochs, world, optimizer=opt.state_dict(),
+                              scheduler=sched.state_dict(), scaler=scaler.state_dict(), history=history)
+        if on_epoch is not None:
+            on_epoch(epoch + 1)
+    distributed.barrier(world)
     return history
 
 
+def options_from_params(train: dict, device: str) -> TrainOptions:
+    """Training options from the validated `bebr.train` section."""
+    return TrainOptions(**{k: train[k] for k in TrainOptions.__dataclass_fields__ if k in train}, device=device)
+
+
+def head_config(in_dim: int, head: dict) -> HeadConfig:
+    """A head's configuration from one `bebr.heads.<name>` entry."""
+    return HeadConfig(in_dim, head["out_dim"], head["u"], head["hidden"], head["blocks"], head["binary"])
+
+
+def head_flags(cfg: HeadConfig) -> list[str]:
+    flags = ["--out-dim", str(cfg.out_dim), "--u", str(cfg.u), "--hidden", str(cfg.hidden), "--blocks",
+             str(cfg.blocks)]
+    return flags + ([] if cfg.binary else ["--float"])
+
+
+def option_flags(opts: TrainOptions) -> list[str]:
+    """The command-line flags that reproduce `opts` (the device excluded)."""
+    out = []
+    for k, v in asdict(opts).items():
+        if k != "device":
+            out += [f"--{k.replace('_', '-')}", str(v).lower() if isinstance(v, bool) else str(v)]
+    return out
+
+
+def torchrun_command(features_dir, out_dir, cfg: HeadConfig, opts: TrainOptions, nproc: int,
+                     fresh: bool = False) -> list[str]:
+    """The `torchrun` command that trains one head on `nproc` processes with exactly these settings."""
+    import sys
+
+    if nproc < 2:
+        raise ValueError(f"nproc = {nproc}: torchrun is for 2 or more processes; train in this process instead")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+            "bitlens.bebr.train", "--features", str(features_dir), "--out", str(out_dir), "--device", opts.device,
+            *head_flags(cfg), *option_flags(opts), *(["--fresh"] if fresh else [])]
+
+
+def train_or_launch(features: dict, features_dir, cfg: HeadConfig, opts: TrainOptions, out_dir, nproc: int = 1,
+                    fresh: bool = False, log=print) -> dict:
+    """Train one head here (nproc 1) or under torchrun (nproc > 1); returns its history."""
+    if nproc <= 1:
+        return train_head(features, cfg, opts, out_dir, fresh=fresh, log=log)
+    import subprocess
+
+    subprocess.run(torchrun_command(features_dir, out_dir, cfg, opts, nproc, fresh), check=True)
+    return json.loads((Path(out_dir) / "history.json").read_text())
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from bitlens import cli
+
+    prog = "python -m bitlens.bebr.train"
+    ap = cli.parser(prog, __doc__)
     ap.add_argument("--features", required=True, help="folder with " + ", ".join(FEATURE_FILES))
-    ap.add_argument("--out", required=True, help="output folder (checkpoints, embeddings, history)")
-    ap.add_argument("--out-dim", type=int, default=512)
+    ap.add_argument("--out", required=True, help="output folder (checkpoint, embeddings, history, train_state.pt)")
+    ap.add_argument("--out-dim", type=int, default=512, help="output dims (hash: bits; bebr: dims per bit plane)")
     ap.add_argument("--u", type=int, default=1, help="recurrent steps (bit planes = u + 1)")
-    ap.add_argument("--hidden", type=int, default=2048)
-    ap.add_argument("--blocks", type=int, default=1)
+    ap.add_argument("--hidden", type=int, default=2048, help="MLP hidden width (0 = a single Linear)")
+    ap.add_argument("--blocks", type=int, default=1, help="Linear-BN-ReLU blocks per transformation")
     ap.add_argument("--float", action="store_true", help="float baseline (identity instead of sign)")
+    helps = {"epochs": "training epochs (the last one is reported)", "lr": "SGD learning rate",
+             "lr_step_epoch": "epochs between learning-rate decays", "gamma": "learning-rate decay factor",
+             "momentum": "SGD momentum", "nesterov": "Nesterov momentum (true/false)",
+             "weight_decay": "weight decay (not on biases / BatchNorm)", "clip_grad": "gradient-norm clipping",
+             "batch_size": "samples per step (= 2 × pairs), over all ranks", "tau": "contrastive temperature",
+             "hard_k": "hard negatives per anchor", "seed": "seeds the head's weights and the batch order",
+             "amp": "mixed precision (float16 autocast; true/false)"}
     for f in TrainOptions.__dataclass_fields__.values():
-        if f.name in ("device",):
+        if f.name == "device":
             continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            ap.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default)
-        else:
-            ap.add_argument(flag, type={"int": int, "float": float}.get(str(f.type), float), default=f.default)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--no-resume", action="store_true")
+        kind = {"bool": cli.strict_bool, "int": int, "float": float}[str(f.type)]
+        ap.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default, help=helps[f.name],
+                        metavar="BOOL" if kind is cli.strict_bool else None)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    ap.add_argument("--fresh", action="store_true",
+                    help="start from scratch even if the folder holds a run with the same settings (the earlier "
+                         "files are moved to previous-<time>/)")
     args = ap.parse_args(argv)
-    feats = load_features(args.features)
-    cfg = HeadConfig(feats["train_feat"].shape[1], args.out_dim, args.u, args.hidden, args.blocks, not args.float)
-    opts = TrainOptions(**{k: getattr(args, k) for k in TrainOptions.__dataclass_fields__})
-    hist = train_head(feats, cfg, opts, args.out, resume=not args.no_resume)
-    if world_info()[1] == 0:
-        print(json.dumps({"best_val_r1": max(hist["val_r1"]) if hist["val_r1"] else None}))
+    world = distributed.world_from_env()
+    try:
+        feats = load_features(args.features)
+        cfg = HeadConfig(feats["train_feat"].shape[1], args.out_dim, args.u, args.hidden, args.blocks,
+                         not args.float)
+        opts = TrainOptions(**{k: getattr(args, k) for k in TrainOptions.__dataclass_fields__})
+        hist = train_head(feats, cfg, opts, args.out, fresh=args.fresh)
+    except (FileNotFoundError, ValueError) as e:
+        return cli.fail(prog, str(e))
+    finally:
+        distributed.teardown(world)
+    if world.main:
+        print(json.dumps({"epochs": len(hist["epoch"]), "last_epoch_r1": hist["val_r1"][-1] if hist["val_r1"]
+                          else None}))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`bebr:` — CLIP features, the three heads, training and evaluation (PAPERS.md, BEBR)."""
+"""`bebr:` — CLIP features, the three heads, training and evaluation (the authors' settings: docs/training.md)."""
 from bitlens.config import Field, MapOf
 
 TIES = ["pessimistic", "optimistic", "expected", "index"]
@@ -16,6 +16,8 @@ BEBR = {
     "encoder": {
         "model": Field(str, "RN101", help="open_clip model name"),
         "pretrained": Field(str, "openai", help="open_clip pretrained tag or a local weights file"),
+        "quick_gelu": Field(bool, True, help="build with QuickGELU, the activation OpenAI's CLIP weights were trained "
+                                            "with (true for OpenAI weights, as a tag or a local file)"),
         "train_tiny": Field(bool, False, help="train the small bitlens-tiny-vit CLIP on the training captions first"),
         "tiny_epochs": Field(int, 3, min=1),
         "tiny_batch_size": Field(int, 128, min=1),
@@ -25,12 +27,16 @@ BEBR = {
     },
     "heads": MapOf(HEAD, help="named heads trained and evaluated (hash, bebr, float)"),
     "train": {
-        "epochs": Field(int, 10, min=1), "lr": Field(float, 0.08, above=0), "lr_step_epoch": Field(int, 6, min=1),
-        "gamma": Field(float, 0.1, above=0, max=1), "momentum": Field(float, 0.9, min=0, max=1), "nesterov": Field(bool, True),
+        "epochs": Field(int, 10, min=1, help="training epochs; the last one is reported (as the authors)"),
+        "lr": Field(float, 0.08, above=0), "lr_step_epoch": Field(int, 6, min=1),
+        "gamma": Field(float, 0.1, above=0, max=1), "momentum": Field(float, 0.9, min=0, max=1),
+        "nesterov": Field(bool, True),
         "weight_decay": Field(float, 1e-3, min=0, help="not applied to biases / BatchNorm"),
-        "clip_grad": Field(float, 5.0, above=0), "batch_size": Field(int, 4096, min=2, help="samples per step (= 2 × pairs)"),
-        "tau": Field(float, 0.05, above=0, help="contrastive temperature"), "hard_k": Field(int, 5, min=1, help="hard negatives"),
-        "seed": Field(int, 0, min=0), "amp": Field(bool, False),
+        "clip_grad": Field(float, 5.0, above=0),
+        "batch_size": Field(int, 4096, min=2, help="samples per step (= 2 × pairs)"),
+        "tau": Field(float, 0.05, above=0, help="contrastive temperature"),
+        "hard_k": Field(int, 5, min=1, help="hard negatives"),
+        "seed": Field(int, 0, min=0), "amp": Field(bool, False, help="float16 autocast (the loss stays float32)"),
         "nproc": Field(int, 1, min=1, help="GPUs: > 1 launches torchrun with DistributedDataParallel"),
     },
     "eval": {
