@@ -404,7 +404,8 @@ def _cell(c: str) -> str:
 def _stage_times(stages: dict) -> pd.DataFrame:
     def secs(v):
         return "—" if v is None else f"{float(v):.1f}"
-    rows = [{"stage": k, "status": v.get("status", "?"), "seconds": secs(v.get("seconds")),
+    rows = [{"stage": k, "status": v.get("status", "?"),
+             "seconds": secs(None if v.get("status") in ("not run", "running") else v.get("seconds")),
              "last run (s)": secs(v.get("last_run_seconds", v.get("seconds") if v.get("status") == "ran" else None)),
              "detail": (str(v["detail"]).strip().splitlines() or [""])[0][:120] if v.get("detail") else ""}
             for k, v in stages.items()]
