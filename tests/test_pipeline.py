@@ -391,3 +391,22 @@ def test_expert_bits_is_read_by_ibc_evaluation_only():
     assert changed == ["20_ibc_train", "21_ibc_dissect", "22_ibc_eval", "23_bit_browser"]
     d = config.load_params("tiny", {"pipeline.cell_timeout": 5})
     assert all(fingerprint.params_read(a, s) == fingerprint.params_read(d, s) for s in REAL)
+
+
+def test_output_digest_follows_content_not_hidden_files(tmp_path):
+    from bitlens import fingerprint
+
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "metrics.json").write_text("{}")
+    (d / "t.csv").write_text("a\n1\n")
+    fingerprint.write_marker(d, "fp", by="test")
+    first = fingerprint.current_outputs_digest(d)
+    (d / ".t.csv.tmp123").write_text("half-written")  # an in-flight atomic write is not an output
+    assert fingerprint.current_outputs_digest(d) == first
+    (d / "t.csv").write_text("a\n2\n")  # same size, new content
+    assert fingerprint.current_outputs_digest(d) != first
+    (d / "t.csv").write_text("a\n1\n")
+    assert fingerprint.current_outputs_digest(d) == first
+    fingerprint.clear_marker(d)
+    assert fingerprint.current_outputs_digest(d) == fingerprint.MISSING
