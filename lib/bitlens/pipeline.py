@@ -14,7 +14,6 @@ the record of the run it is part of.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
