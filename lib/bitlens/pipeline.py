@@ -126,6 +126,9 @@ class Pipeline:
     def __post_init__(self):
         self.root = Path(self.root).resolve() if self.root else config.find_root()
         self.params = config.load_params(self.profile, self.overrides, root=self.root)
+        # notebooks get what the user named (a profile or a YAML path), so they load the very same params
+        self.profile_source = str(config.profile_path(self.profile, self.root)) if str(self.profile).endswith(
+            (".yaml", ".yml")) else str(self.profile)
         self.profile = self.params["profile"]
         base = Path(self.results) if self.results else self.root / "results"
         self.results_dir = (base if base.is_absolute() else self.root / base) / self.profile
@@ -265,7 +268,7 @@ class Pipeline:
             with _quiet_kernel_logs():
                 pm.execute_notebook(
                     str(nb_in), str(nb_out),
-                    parameters={"profile": self.profile, "overrides": dict(self.overrides), "root": str(self.root),
+                    parameters={"profile": self.profile_source, "overrides": dict(self.overrides), "root": str(self.root),
                                 "force": bool(force)},
                     kernel_name=kernel, cwd=str(self.notebooks_dir), progress_bar=False,
                     execution_timeout=int(self.params["pipeline"]["cell_timeout"]), report_mode=False,
