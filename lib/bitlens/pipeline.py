@@ -14,6 +14,7 @@ the record of the run it is part of.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -310,9 +311,17 @@ class Pipeline:
     def _interrupted(self, spec: StageSpec, t0: float) -> StageInterrupted:
         fingerprint.clear_marker(self.results_dir / spec.name)
         err = StageInterrupted(spec.name, f"interrupted during stage {spec.name}; it is not marked complete. "
-                                          f"Re-run it with: python run_all.py --profile {self.profile} --from {spec.name}")
+                                          f"Re-run it with: {self.command('--from', spec.name)}")
         err.seconds = time.perf_counter() - t0
         return err
+
+    def command(self, *args: str) -> str:
+        """The run_all command line that repeats this run's profile, overrides and results folder, plus `args`."""
+        parts = ["python run_all.py", "--profile", self.profile_source]
+        parts += [f"--set {k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in self.overrides.items()]
+        if self.results_dir.parent != self.root / "results":
+            parts += ["--results", str(self.results_dir.parent)]
+        return " ".join([*parts, *args])
 
     def _run_record(self) -> dict:
         commit, dirty = git_state(self.root)
