@@ -63,7 +63,8 @@ def main(argv=None) -> int:
         print(f"\n{e}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print("\ninterrupted before any stage started; nothing was marked complete", file=sys.stderr)
+        print("\ninterrupted outside a stage; every stage marked complete had finished. Run the same command "
+              "again to continue.", file=sys.stderr)
         return 130
     except StageFailed as e:
         print(f"\nerror: {e}", file=sys.stderr)

@@ -361,6 +361,23 @@ def test_committed_notebooks_carry_no_outputs_and_no_execution_counts():
                 assert cell.outputs == [] and cell.execution_count is None, f"{path.name} cell {i} has outputs"
 
 
+def test_committed_notebooks_are_clean_and_the_cleaner_undoes_a_jupyterlab_save(tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import clean_notebooks
+
+    paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert clean_notebooks.main(["--check", *map(str, paths)]) == 0
+    saved = json.loads(paths[0].read_text())
+    saved["metadata"]["language_info"] = {"name": "python", "version": "3.11.9", "mimetype": "text/x-python"}
+    code = next(c for c in saved["cells"] if c["cell_type"] == "code")
+    code["execution_count"], code["outputs"] = 3, [{"output_type": "stream", "name": "stdout", "text": ["x\n"]}]
+    target = tmp_path / paths[0].name
+    target.write_text(json.dumps(saved))
+    assert clean_notebooks.main(["--check", str(target)]) == 1
+    assert clean_notebooks.main([str(target)]) == 0
+    assert target.read_text() == paths[0].read_text()
+
+
 def test_expert_bits_is_read_by_ibc_evaluation_only():
     from bitlens import config, fingerprint
     from bitlens.stages import STAGES as REAL
@@ -374,3 +391,22 @@ def test_expert_bits_is_read_by_ibc_evaluation_only():
     assert changed == ["20_ibc_train", "21_ibc_dissect", "22_ibc_eval", "23_bit_browser"]
     d = config.load_params("tiny", {"pipeline.cell_timeout": 5})
     assert all(fingerprint.params_read(a, s) == fingerprint.params_read(d, s) for s in REAL)
+
+
+def test_output_digest_follows_content_not_hidden_files(tmp_path):
+    from bitlens import fingerprint
+
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "metrics.json").write_text("{}")
+    (d / "t.csv").write_text("a\n1\n")
+    fingerprint.write_marker(d, "fp", by="test")
+    first = fingerprint.current_outputs_digest(d)
+    (d / ".t.csv.tmp123").write_text("half-written")  # an in-flight atomic write is not an output
+    assert fingerprint.current_outputs_digest(d) == first
+    (d / "t.csv").write_text("a\n2\n")  # same size, new content
+    assert fingerprint.current_outputs_digest(d) != first
+    (d / "t.csv").write_text("a\n1\n")
+    assert fingerprint.current_outputs_digest(d) == first
+    fingerprint.clear_marker(d)
+    assert fingerprint.current_outputs_digest(d) == fingerprint.MISSING

@@ -127,6 +127,9 @@ class Pipeline:
     def __post_init__(self):
         self.root = Path(self.root).resolve() if self.root else config.find_root()
         self.params = config.load_params(self.profile, self.overrides, root=self.root)
+        # notebooks get what the user named (a profile or a YAML path), so they load the very same params
+        self.profile_source = str(config.profile_path(self.profile, self.root)) if str(self.profile).endswith(
+            (".yaml", ".yml")) else str(self.profile)
         self.profile = self.params["profile"]
         base = Path(self.results) if self.results else self.root / "results"
         self.results_dir = (base if base.is_absolute() else self.root / base) / self.profile
@@ -266,7 +269,7 @@ class Pipeline:
             with _quiet_kernel_logs():
                 pm.execute_notebook(
                     str(nb_in), str(nb_out),
-                    parameters={"profile": self.profile, "overrides": dict(self.overrides), "root": str(self.root),
+                    parameters={"profile": self.profile_source, "overrides": dict(self.overrides), "root": str(self.root),
                                 "force": bool(force)},
                     kernel_name=kernel, cwd=str(self.notebooks_dir), progress_bar=False,
                     execution_timeout=int(self.params["pipeline"]["cell_timeout"]), report_mode=False,
@@ -308,9 +311,17 @@ class Pipeline:
     def _interrupted(self, spec: StageSpec, t0: float) -> StageInterrupted:
         fingerprint.clear_marker(self.results_dir / spec.name)
         err = StageInterrupted(spec.name, f"interrupted during stage {spec.name}; it is not marked complete. "
-                                          f"Re-run it with: python run_all.py --profile {self.profile} --from {spec.name}")
+                                          f"Re-run it with: {self.command('--from', spec.name)}")
         err.seconds = time.perf_counter() - t0
         return err
+
+    def command(self, *args: str) -> str:
+        """The run_all command line that repeats this run's profile, overrides and results folder, plus `args`."""
+        parts = ["python run_all.py", "--profile", self.profile_source]
+        parts += [f"--set {k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in self.overrides.items()]
+        if self.results_dir.parent != self.root / "results":
+            parts += ["--results", str(self.results_dir.parent)]
+        return " ".join([*parts, *args])
 
     def _run_record(self) -> dict:
         commit, dirty = git_state(self.root)

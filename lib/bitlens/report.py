@@ -170,8 +170,9 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
     for c in df.columns:
         vals = list(df[c])
         nums = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool) and not _is_missing(v)]
+        counted = any(w in str(c).lower() for w in ("bits", "medr", "rank", "images", "count", "iterations"))
         whole = bool(nums) and all(float(v).is_integer() for v in nums) and (
-            all(isinstance(v, int) for v in nums) or max(abs(float(v)) for v in nums) > 1)
+            counted or all(isinstance(v, int) for v in nums) or max(abs(float(v)) for v in nums) > 1)
 
         def cell(v):
             if _is_missing(v):
@@ -403,7 +404,8 @@ def _cell(c: str) -> str:
 def _stage_times(stages: dict) -> pd.DataFrame:
     def secs(v):
         return "—" if v is None else f"{float(v):.1f}"
-    rows = [{"stage": k, "status": v.get("status", "?"), "seconds": secs(v.get("seconds")),
+    rows = [{"stage": k, "status": v.get("status", "?"),
+             "seconds": secs(None if v.get("status") in ("not run", "running") else v.get("seconds")),
              "last run (s)": secs(v.get("last_run_seconds", v.get("seconds") if v.get("status") == "ran" else None)),
              "detail": (str(v["detail"]).strip().splitlines() or [""])[0][:120] if v.get("detail") else ""}
             for k, v in stages.items()]
@@ -475,13 +477,16 @@ def recall_vs_bits_figure(ours: dict, published: dict, ours_label: str, paper_la
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    names = list(dict.fromkeys([*ours, *published]))  # one colour per embedding in both panels
     for ax, points, title in ((axes[0], ours, ours_label), (axes[1], published, paper_label)):
         for name, (bits, recall) in points.items():
             if bits is None or recall is None:
                 continue
-            ax.scatter(bits, recall, s=60)
-            ax.annotate(f"{name} ({int(bits)} bits)", (bits, recall), textcoords="offset points", xytext=(6, 4),
-                        fontsize=8)
+            i = names.index(name)
+            ax.scatter(bits, recall, s=60, color=f"C{i}")
+            # labels of coinciding points would print over each other: stack them
+            ax.annotate(f"{name} ({int(bits)} bits)", (bits, recall), textcoords="offset points",
+                        xytext=(6, 4 - 11 * i), fontsize=8, color=f"C{i}")
         ax.set(xscale="log", xlabel="bits per item", ylabel=f"image→text R@{k}", title=title)
         ax.margins(x=0.3, y=0.15)
     fig.tight_layout()
