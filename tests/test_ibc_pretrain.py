@@ -24,3 +24,23 @@ def test_pretraining_returns_small_features_weights_deterministically():
     fresh = small_features().state_dict()
     assert any(not torch.equal(fresh[k], a["state_dict"][k]) for k in fresh if k.endswith("weight"))
     small_features().load_state_dict(a["state_dict"])  # loads strictly into a fresh backbone
+
+
+def test_ensure_pretrained_writes_once_and_reuses_matching_weights(tmp_path):
+    from bitlens.ibc.pretrain import ensure_pretrained
+
+    torch.set_num_threads(1)
+    calls = []
+
+    def factory():
+        calls.append(1)
+        torch.manual_seed(0)
+        return small_features()
+
+    opts = dict(n_images=16, steps=2, batch_size=8, n_val=4)
+    meta = ensure_pretrained(tmp_path / "w.pt", factory, **opts)
+    assert (tmp_path / "w.pt").exists() and meta["recipe"]["steps"] == 2 and len(calls) == 1
+    small_features().load_state_dict(torch.load(tmp_path / "w.pt"))
+    assert ensure_pretrained(tmp_path / "w.pt", factory, **opts) == meta and len(calls) == 1
+    ensure_pretrained(tmp_path / "w.pt", factory, **{**opts, "steps": 3})
+    assert len(calls) == 2  # another recipe: retrained

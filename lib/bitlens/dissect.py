@@ -198,7 +198,10 @@ def mask_pixels(maps: np.ndarray, thr: np.ndarray, size: tuple[int, int]) -> tup
     H, W = size
     c0, c1, cw0, cw1 = _bilinear_taps(w, W)
     r0, r1, rw0, rw1 = _bilinear_taps(h, H)
-    Y = maps[:, :, c0] * cw0 + maps[:, :, c1] * cw1  # (n, h, W)
+    Aw = np.zeros((w, W), np.float32)  # width resize as one matrix product (two taps per output column)
+    np.add.at(Aw, (c0, np.arange(W)), cw0)
+    np.add.at(Aw, (c1, np.arange(W)), cw1)
+    Y = maps @ Aw  # (n, h, W)
     above = Y > thr[:, None, None]
     row_hot = above.any(2)  # (n, h): a source row with a value above the threshold
     col_hot = above.any(1)  # (n, W): an output column with such a value in some source row

@@ -133,3 +133,34 @@ def pretrain_backbone(features: nn.Module, world_seed: int = 0, n_images: int = 
     features.eval()
     return {"state_dict": {k: v.detach().clone() for k, v in features.state_dict().items()},
             "accuracy": acc, "loss": last}
+
+
+PRETRAIN_VERSION = 1  # bump when the recipe changes, so stale weights files are rebuilt
+
+
+def ensure_pretrained(path, features_factory, world_seed: int = 0, image_size: int = 64, max_objects: int = 3,
+                      **options) -> dict:
+    """Pretrained backbone weights at `path` (a state dict, plus `<path>.json` with the recipe and held-out
+    accuracy): reused when the recipe matches, else trained with pretrain_backbone(features_factory(), …) and
+    written atomically. Returns the JSON record."""
+    import json
+    from pathlib import Path
+
+    from bitlens import io
+
+    path = Path(path)
+    recipe = {"version": PRETRAIN_VERSION, "world_seed": world_seed, "image_size": image_size,
+              "max_objects": max_objects, **options}
+    meta_path = path.with_name(path.name + ".json")
+    if path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("recipe") == recipe:
+            return meta
+    res = pretrain_backbone(features_factory(), world_seed=world_seed, image_size=image_size,
+                            max_objects=max_objects, **options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with io.atomic_path(path, suffix=".pt") as tmp:
+        torch.save(res["state_dict"], tmp)
+    meta = {"recipe": recipe, "accuracy": res["accuracy"], "loss": res["loss"]}
+    io.write_json(meta_path, meta)
+    return meta
