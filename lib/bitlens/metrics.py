@@ -415,16 +415,23 @@ def mis_samples(labels, cls: int, max_num: int, rng: np.random.Generator):
 
 def mutual_information_matrix(codes, labels, max_num: int, seed: int = 0, estimator: str = "knn",
                               classes=None) -> np.ndarray:
-    """(classes, bits) mutual information between each bit and one-vs-rest class membership."""
-    from sklearn.feature_selection import mutual_info_classif
+    """(classes, bits) mutual information between each bit and one-vs-rest class membership.
+
+    "knn" equals scikit-learn's `mutual_info_classif(X, y, random_state=seed)` per class (the official script),
+    "discrete" equals `mutual_info_classif(X > 0, y, discrete_features=True)`; both computed for all bits at
+    once by `bitlens.mutual_info`.
+    """
+    from bitlens.mutual_info import discrete_mutual_info, knn_mutual_info
 
     X = _pm1(codes, "codes")
     labels = np.asarray(labels).ravel()
     if labels.shape[0] != X.shape[0]:
         raise ValueError(f"labels has {labels.shape[0]} rows but the codes have {X.shape[0]}")
-    if estimator not in ("knn", "discrete"):
+    if estimator not in MIS_ESTIMATORS:
         raise ValueError(f"unknown MI estimator {estimator!r}; valid: 'knn' (sklearn's continuous kNN estimator, "
                          f"the paper's), 'discrete' (exact plug-in MI of the binary bits)")
+    if int(max_num) < 2:
+        raise ValueError(f"MIS max_num must be at least 2 (one positive and one negative sample), got {max_num}")
     if classes is None:
         classes = [c for c in np.unique(labels) if c != MISSING_LABEL and c >= 0]
     rng = np.random.default_rng(seed)
@@ -435,9 +442,9 @@ def mutual_information_matrix(codes, labels, max_num: int, seed: int = 0, estima
             continue
         idx, y = s
         if estimator == "knn":
-            rows.append(mutual_info_classif(X[idx], y, random_state=seed))
+            rows.append(knn_mutual_info(X[idx], y, random_state=seed))
         else:
-            rows.append(mutual_info_classif(X[idx] > 0, y, discrete_features=True))
+            rows.append(discrete_mutual_info(X[idx] > 0, y))
     return np.asarray(rows)
 
 
