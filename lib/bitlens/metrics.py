@@ -346,10 +346,13 @@ def expert_bits(GRM, k: int) -> np.ndarray:
     return np.argsort(-g, axis=1, kind="stable")[:, :k]
 
 
-def expert_bit_map(B, labels, GRM, k: int, self_match: str = "nonrelevant", db_B=None, db_labels=None) -> float:
+def expert_bit_map(B, labels, GRM, k: int, self_match: str = "nonrelevant", db_B=None, db_labels=None,
+                   per_query: bool = False):
     """Class mAP where a query of class c ranks on the top-k bits of GRM[c] only (official `select_distance.m`).
 
-    Queries whose class is missing (99999) or outside the GRM are skipped.
+    As in the Matlab, a query whose class has no GRM row (the missing label 99999, or any class ≥ the GRM's
+    rows) keeps a distance of 0 to every item, so its ranking is the database order; it stays in the mean,
+    its relevant items being the other items with the same label.
     """
     B = np.asarray(B)
     labels = _labels(labels, B.shape[0], "labels")
@@ -362,12 +365,13 @@ def expert_bit_map(B, labels, GRM, k: int, self_match: str = "nonrelevant", db_B
         aps = mean_average_precision(B, B, labels, labels, self_match=self_match, bit_masks=masks, per_query=True)
     else:
         aps = mean_average_precision(B, db_B, labels, db_labels, bit_masks=masks, per_query=True)
-    return float(aps[valid].mean()) if valid.any() else 0.0
+    return aps if per_query else float(aps.mean()) if aps.size else 0.0
 
 
 def attribute_map(B, attributes, j: int, bits=None) -> float:
-    """Attribute retrieval mAP (official `compute_map_attribute_rank.m`): queries = items with attribute j,
-    relevant = items with attribute j, the query's own item counts as relevant. `bits`: rank on these bits only."""
+    """Attribute retrieval mAP (official `compute_map_attribute_rank.m`): queries = items with attribute j (value
+    1; 0 and the missing value 2 are not), relevant = items with attribute j, the query's own item counts as
+    relevant. `bits`: rank on these bits only. NaN when no item has the attribute (Matlab's mean of nothing)."""
     B = np.asarray(B)
     A = np.asarray(attributes, dtype=np.float64)
     if A.ndim != 2 or A.shape[0] != B.shape[0]:
@@ -375,7 +379,7 @@ def attribute_map(B, attributes, j: int, bits=None) -> float:
     has = A[:, j] == 1
     qidx = np.flatnonzero(has)
     if qidx.size == 0:
-        return 0.0
+        return float("nan")
     if bits is not None:
         B = B[:, np.asarray(bits, dtype=np.int64)]
     rel = np.broadcast_to(has[None, :], (qidx.size, B.shape[0]))
