@@ -439,16 +439,20 @@ def mutual_information_matrix(codes, labels, max_num: int, seed: int = 0, estima
     if classes is None:
         classes = [c for c in np.unique(labels) if c != MISSING_LABEL and c >= 0]
     rng = np.random.default_rng(seed)
-    rows = []
-    for c in progress(classes, desc=f"MIS ({estimator})"):
-        s = mis_samples(labels, int(c), max_num, rng)
-        if s is None:
-            continue
-        idx, y = s
+    # the negatives are drawn class after class from one generator, so sample first, in order
+    samples = [s for s in (mis_samples(labels, int(c), max_num, rng) for c in classes) if s is not None]
+
+    def one(sample):
+        idx, y = sample
         if estimator == "knn":
-            rows.append(knn_mutual_info(X[idx], y, random_state=seed))
-        else:
-            rows.append(discrete_mutual_info(X[idx] > 0, y))
+            return knn_mutual_info(X[idx], y, random_state=seed)
+        return discrete_mutual_info(X[idx] > 0, y)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    # numpy's sorts and arithmetic release the GIL: two threads use both cores; map keeps the class order
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        rows = list(progress(pool.map(one, samples), desc=f"MIS ({estimator})", total=len(samples)))
     return np.asarray(rows)
 
 

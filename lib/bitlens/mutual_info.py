@@ -54,33 +54,42 @@ def _brute_radius(V: np.ndarray, k: int) -> np.ndarray:
 
 
 def _tree_radius(V: np.ndarray, k: int) -> np.ndarray:
-    """k-th neighbour distance (self excluded) per sample and feature: in 1-D the k nearest lie within k places
-    on either side in sorted order."""
+    """k-th neighbour distance (self excluded) per sample and feature. In 1-D the k nearest lie within k places
+    on either side in sorted order; the k-th smallest of two ascending lists a, b is min_i max(a_i, b_(k-i))."""
     g, F = V.shape
-    order = np.argsort(V, axis=0, kind="stable")
-    S = np.take_along_axis(V, order, axis=0)
-    cand = np.full((2 * k, g, F), np.inf)
+    Vt = np.ascontiguousarray(V.T)
+    order = np.argsort(Vt, axis=1, kind="stable")
+    S = np.take_along_axis(Vt, order, axis=1)
+    left = np.full((k + 1, F, g), np.inf)
+    right = np.full((k + 1, F, g), np.inf)
+    left[0] = right[0] = -np.inf
     for t in range(1, k + 1):
-        diff = S[:-t] - S[t:]  # sorted value minus the one t places later (left neighbour seen from the right)
-        cand[t - 1, t:] = np.sqrt(diff * diff)
-        cand[k + t - 1, :-t] = np.sqrt(diff * diff)
-    kth_sorted = np.partition(cand, k - 1, axis=0)[k - 1]
-    out = np.empty_like(V)
-    np.put_along_axis(out, order, kth_sorted, axis=0)
-    return out
+        diff = S[:, :-t] - S[:, t:]
+        d = np.sqrt(diff * diff)  # the KD-tree's distance
+        left[t][:, t:] = d
+        right[t][:, :-t] = d
+    kth = np.min([np.maximum(left[i], right[k - i]) for i in range(k + 1)], axis=0)
+    out = np.empty_like(Vt)
+    np.put_along_axis(out, order, kth, axis=1)
+    return out.T
 
 
 def _count_within(C: np.ndarray, radius: np.ndarray) -> np.ndarray:
     """Per sample and feature, how many samples lie within `radius` (itself included), with the KD-tree's test
-    fl(c − s)² ≤ r². That set is a contiguous run of the sorted column: searchsorted finds its ends from c ± r,
-    then a few exact steps move them past any value that rounding put on the wrong side."""
+    fl(c − s)² ≤ r². That set is a contiguous run of the sorted column: a merge of the thresholds c ± r into the
+    sorted column finds its ends, then a few exact steps move them past any value that rounding misplaced."""
     n, F = C.shape
     Ct, R2 = np.ascontiguousarray(C.T), np.ascontiguousarray((radius * radius).T)
     St = np.sort(Ct, axis=1)
     rt = radius.T
+    # searchsorted(left) for every row at once: thresholds first, so equal column values sort after them
+    keys = np.concatenate([Ct - rt, Ct + rt, St], axis=1)
+    order = np.argsort(keys, axis=1, kind="stable")
+    is_threshold = order < 2 * n
+    before = np.cumsum(~is_threshold, axis=1)  # column values at or before each sorted place
+    rows, places = np.nonzero(is_threshold)
     ends = np.empty((F, 2 * n), np.int64)
-    for f in range(F):
-        ends[f] = St[f].searchsorted(np.concatenate([Ct[f] - rt[f], Ct[f] + rt[f]]))
+    ends[rows, order[rows, places]] = before[rows, places]
     lo, hi = ends[:, :n], ends[:, n:]
     flat, base = St.ravel(), np.arange(F)[:, None] * n
 
