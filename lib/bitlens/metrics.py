@@ -346,10 +346,13 @@ def expert_bits(GRM, k: int) -> np.ndarray:
     return np.argsort(-g, axis=1, kind="stable")[:, :k]
 
 
-def expert_bit_map(B, labels, GRM, k: int, self_match: str = "nonrelevant", db_B=None, db_labels=None) -> float:
+def expert_bit_map(B, labels, GRM, k: int, self_match: str = "nonrelevant", db_B=None, db_labels=None,
+                   per_query: bool = False):
     """Class mAP where a query of class c ranks on the top-k bits of GRM[c] only (official `select_distance.m`).
 
-    Queries whose class is missing (99999) or outside the GRM are skipped.
+    As in the Matlab, a query whose class has no GRM row (the missing label 99999, or any class ≥ the GRM's
+    rows) keeps a distance of 0 to every item, so its ranking is the database order; it stays in the mean,
+    its relevant items being the other items with the same label.
     """
     B = np.asarray(B)
     labels = _labels(labels, B.shape[0], "labels")
@@ -362,12 +365,13 @@ def expert_bit_map(B, labels, GRM, k: int, self_match: str = "nonrelevant", db_B
         aps = mean_average_precision(B, B, labels, labels, self_match=self_match, bit_masks=masks, per_query=True)
     else:
         aps = mean_average_precision(B, db_B, labels, db_labels, bit_masks=masks, per_query=True)
-    return float(aps[valid].mean()) if valid.any() else 0.0
+    return aps if per_query else float(aps.mean()) if aps.size else 0.0
 
 
 def attribute_map(B, attributes, j: int, bits=None) -> float:
-    """Attribute retrieval mAP (official `compute_map_attribute_rank.m`): queries = items with attribute j,
-    relevant = items with attribute j, the query's own item counts as relevant. `bits`: rank on these bits only."""
+    """Attribute retrieval mAP (official `compute_map_attribute_rank.m`): queries = items with attribute j (value
+    1; 0 and the missing value 2 are not), relevant = items with attribute j, the query's own item counts as
+    relevant. `bits`: rank on these bits only. NaN when no item has the attribute (Matlab's mean of nothing)."""
     B = np.asarray(B)
     A = np.asarray(attributes, dtype=np.float64)
     if A.ndim != 2 or A.shape[0] != B.shape[0]:
@@ -375,7 +379,7 @@ def attribute_map(B, attributes, j: int, bits=None) -> float:
     has = A[:, j] == 1
     qidx = np.flatnonzero(has)
     if qidx.size == 0:
-        return 0.0
+        return float("nan")
     if bits is not None:
         B = B[:, np.asarray(bits, dtype=np.int64)]
     rel = np.broadcast_to(has[None, :], (qidx.size, B.shape[0]))
@@ -415,29 +419,40 @@ def mis_samples(labels, cls: int, max_num: int, rng: np.random.Generator):
 
 def mutual_information_matrix(codes, labels, max_num: int, seed: int = 0, estimator: str = "knn",
                               classes=None) -> np.ndarray:
-    """(classes, bits) mutual information between each bit and one-vs-rest class membership."""
-    from sklearn.feature_selection import mutual_info_classif
+    """(classes, bits) mutual information between each bit and one-vs-rest class membership.
+
+    "knn" equals scikit-learn's `mutual_info_classif(X, y, random_state=seed)` per class (the official script),
+    "discrete" equals `mutual_info_classif(X > 0, y, discrete_features=True)`; both computed for all bits at
+    once by `bitlens.mutual_info`.
+    """
+    from bitlens.mutual_info import discrete_mutual_info, knn_mutual_info
 
     X = _pm1(codes, "codes")
     labels = np.asarray(labels).ravel()
     if labels.shape[0] != X.shape[0]:
         raise ValueError(f"labels has {labels.shape[0]} rows but the codes have {X.shape[0]}")
-    if estimator not in ("knn", "discrete"):
+    if estimator not in MIS_ESTIMATORS:
         raise ValueError(f"unknown MI estimator {estimator!r}; valid: 'knn' (sklearn's continuous kNN estimator, "
                          f"the paper's), 'discrete' (exact plug-in MI of the binary bits)")
+    if int(max_num) < 2:
+        raise ValueError(f"MIS max_num must be at least 2 (one positive and one negative sample), got {max_num}")
     if classes is None:
         classes = [c for c in np.unique(labels) if c != MISSING_LABEL and c >= 0]
     rng = np.random.default_rng(seed)
-    rows = []
-    for c in progress(classes, desc=f"MIS ({estimator})"):
-        s = mis_samples(labels, int(c), max_num, rng)
-        if s is None:
-            continue
-        idx, y = s
+    # the negatives are drawn class after class from one generator, so sample first, in order
+    samples = [s for s in (mis_samples(labels, int(c), max_num, rng) for c in classes) if s is not None]
+
+    def one(sample):
+        idx, y = sample
         if estimator == "knn":
-            rows.append(mutual_info_classif(X[idx], y, random_state=seed))
-        else:
-            rows.append(mutual_info_classif(X[idx] > 0, y, discrete_features=True))
+            return knn_mutual_info(X[idx], y, random_state=seed)
+        return discrete_mutual_info(X[idx] > 0, y)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    # numpy's sorts and arithmetic release the GIL: two threads use both cores; map keeps the class order
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        rows = list(progress(pool.map(one, samples), desc=f"MIS ({estimator})", total=len(samples)))
     return np.asarray(rows)
 
 

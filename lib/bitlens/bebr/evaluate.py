@@ -1,6 +1,11 @@
 """Recall@K for one pair of feature files, as the official `tools/eval.py`, both directions, explicit ties.
 
-    python -m bitlens.bebr.evaluate --image-feat feat_image.npy --txt-feat feat_txt.npy [--ties expected] [--json]
+Row i of the image features and row i of the text features are one pair; features are L2-normalised and
+compared by dot product. Ties (frequent with binary codes) are broken by the chosen policy: pessimistic
+(every tied item ranks first), optimistic, expected (uniformly random order, averaged) or index.
+
+example:
+  python -m bitlens.bebr.evaluate --image-feat feat_image.npy --txt-feat feat_txt.npy --ties expected --json
 """
 from __future__ import annotations
 
@@ -11,19 +16,35 @@ from pathlib import Path
 
 import numpy as np
 
+from bitlens.cli_help import HelpFormatter
 from bitlens.metrics import TIE_POLICIES, recall_both_directions
+
+
+PROG = "python -m bitlens.bebr.evaluate"
+NPY_FORMAT = "a NumPy .npy file holding a 2-D float array (items × dims), as written by numpy.save"
 
 
 def load_feature_file(path) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: feature file not found")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY":
+        raise ValueError(f"{path}: not a .npy file; expected {NPY_FORMAT}")
     try:
         a = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable .npy array ({e})") from None
+    except ValueError as e:
+        if "pickle" in str(e):  # an object array: not features
+            raise ValueError(f"{path}: holds Python objects, not numbers; expected {NPY_FORMAT}") from None
+        raise ValueError(f"{path}: truncated or damaged .npy file ({e}); expected {NPY_FORMAT}") from None
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e}); expected {NPY_FORMAT}") from None
     if a.ndim != 2:
         raise ValueError(f"{path}: expected a 2-D array (items × dims), got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{path}: has shape {a.shape}; Recall@K needs at least one row (one per pair) and one "
+                         f"feature dimension")
     if a.dtype.kind not in "fi":
         raise ValueError(f"{path}: expected float features, got dtype {a.dtype}")
     if not np.isfinite(a).all():
@@ -48,17 +69,22 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--image-feat", required=True)
-    ap.add_argument("--txt-feat", required=True)
-    ap.add_argument("--ties", default="pessimistic", choices=TIE_POLICIES)
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--image-feat", required=True, help=f"image features: {NPY_FORMAT}")
+    ap.add_argument("--txt-feat", required=True, help="text features, same shape, row i paired with image row i")
+    ap.add_argument("--ties", default="pessimistic", choices=TIE_POLICIES,
+                    help="how items tied with the true one are ranked")
     ap.add_argument("--json", action="store_true", help="print one JSON object {i2t: {...}, t2i: {...}} (fractions)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         res = evaluate_files(args.image_feat, args.txt_feat, args.ties)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(res) if args.json else f"ties: {args.ties}\n" + format_table(res))
     return 0

@@ -1,0 +1,53 @@
+"""IBC evaluation edge cases, hand-built against the authors' Matlab (`select_distance.m`, `compute_map.m`,
+`compute_map_attribute_rank.m`)."""
+import math
+
+import numpy as np
+import pytest
+
+from bitlens import metrics
+from bitlens.ibc.evaluate import customized_retrieval, evaluate_codes
+
+B = np.array([[1, 1, 1], [1, -1, 1], [-1, 1, -1], [1, 1, -1], [-1, -1, -1]])
+LABELS = np.array([0, 0, 1, 99999, 99999])
+GRM = np.array([[0.9, 0.1, 0.2],   # class 0 ranks on bit 0
+                [0.1, 0.2, 0.9]])  # class 1 ranks on bit 2
+
+
+def test_expert_bit_map_keeps_missing_label_queries_as_select_distance_does():
+    # query 0 (bit 0): distances [0,0,1,0,1] → order 0,1,3,2,4; its class mate 1 at rank 2 → 1/2
+    # query 1: same distances; class mate 0 at rank 1 → 1
+    # query 2 (bit 2): distances [1,1,0,0,0]; no other item of class 1 → 0
+    # queries 3, 4 (label 99999, no GRM row): Matlab leaves their distance column at 0, so the ranking is the
+    # database order and the other 99999 item is relevant: item 4 at rank 5 → 1/5; item 3 at rank 4 → 1/4
+    per = metrics.expert_bit_map(B, LABELS, GRM, 1, per_query=True)
+    np.testing.assert_allclose(per, [1 / 2, 1, 0, 1 / 5, 1 / 4])
+    assert metrics.expert_bit_map(B, LABELS, GRM, 1) == pytest.approx((0.5 + 1 + 0 + 0.2 + 0.25) / 5)
+
+
+def test_attribute_without_items_is_nan_and_the_summary_leaves_it_out():
+    attrs = np.array([[1, 0], [0, 2], [1, 0], [0, 2], [0, 0]])  # attribute 2: only 0 and missing (2)
+    # attribute 1, queries 0 and 2 on all bits, own item relevant:
+    # query 0 → distances [0,1,3,1,3], order 0,1,3,2,4: relevant at ranks 1 and 4 → (1 + 2/4) / 2
+    # query 2 → distances [2,3,0,1,1], order 2,3,4,0,1: relevant at ranks 1 and 4 → (1 + 2/4) / 2
+    assert metrics.attribute_map(B, attrs, 0) == pytest.approx(0.75)
+    assert math.isnan(metrics.attribute_map(B, attrs, 1))
+    codes01 = np.where(B > 0, 0.9, 0.1)  # sigmoid outputs, binarised as sign(b - 0.5)
+    res = evaluate_codes(codes01, np.concatenate([LABELS[:, None], attrs], 1), GRM, expert_bits=1, mis=False)
+    assert res["attribute_map"][0] == pytest.approx(0.75) and math.isnan(res["attribute_map"][1])
+    assert res["attributes_without_items"] == 1 and res["attribute_map_mean"] == pytest.approx(0.75)
+    assert res["mis_knn"] is None and res["mis_discrete"] is None
+    assert res["expert_bit_map"] == pytest.approx(0.39)
+
+
+def test_customized_retrieval_on_an_absent_attribute_reports_nan_not_a_choice():
+    attrs = np.zeros((5, 1))
+    r = customized_retrieval(B, attrs, 0, [[0], [1]])
+    assert r["bits"] == [] and math.isnan(r["map"]) and r["chosen_on"] == "test set"
+
+
+def test_string_labels_are_refused_naming_the_field():
+    with pytest.raises(ValueError, match="field 'lab' holds <U3 values"):
+        evaluate_codes(np.ones((2, 3)), np.array([["cat"], ["dog"]]), mis=False)
+    with pytest.raises(ValueError, match="column 0 \\(class labels\\) must hold whole numbers"):
+        evaluate_codes(np.ones((2, 3)), np.array([[0.5], [1.0]]), mis=False)
