@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import socket
@@ -159,13 +160,31 @@ def test_compatible_head_searches_the_old_index_and_the_independent_head_does_no
     rows = compat.compat_rows(table, {k: 2 for k in table}, "pessimistic")
     cross = {r["query"]: r["R@10"] for r in rows if r["search"] == "cross"}
     assert cross["new (compatible)"] > 0.5 > 0.2 > cross["new (independent)"]
-    # resuming with the same settings has nothing left to do; other settings are refused
+    # the same settings reuse the finished run; another weight starts afresh and keeps the earlier run aside
     again = compat.train_compatible(new_f, cfg, opts, tmp_path / "c", old_head=old_head, old_feats=old_f, weight=1.0,
                                     **QUIET)
     assert again["loss"] == hist["loss"]
-    with pytest.raises(ValueError, match="other settings"):
-        compat.train_compatible(new_f, cfg, opts, tmp_path / "c", old_head=old_head, old_feats=old_f, weight=0.5,
-                                **QUIET)
+    lines = []
+    other = compat.train_compatible(new_f, cfg, dataclasses.replace(opts, epochs=1), tmp_path / "c",
+                                    old_head=old_head, old_feats=old_f, weight=0.5, log=lines.append)
+    assert len(other["loss"]) == 1 and any("weight: 1.0 → 0.5" in line for line in lines)
+    assert len(list((tmp_path / "c").glob("previous-*/head.pth"))) == 1
+
+
+def test_an_interrupted_run_resumes_to_the_same_head(tmp_path):
+    old_f, new_f = _versions(n=300, n_val=40)
+    cfg = HeadConfig(16, 8, 1, 0, 1)
+    torch.manual_seed(0)
+    old = RBEHead(HeadConfig(16, 8, 1, 0, 1))
+    opts = TrainOptions(epochs=3, batch_size=64, lr=0.05, lr_step_epoch=2)
+    whole = compat.train_compatible(new_f, cfg, opts, tmp_path / "a", old_head=old, old_feats=old_f, **QUIET)
+    compat.train_compatible(new_f, cfg, dataclasses.replace(opts, epochs=1), tmp_path / "b", old_head=old,
+                            old_feats=old_f, **QUIET)
+    resumed = compat.train_compatible(new_f, cfg, opts, tmp_path / "b", old_head=old, old_feats=old_f, **QUIET)
+    assert resumed["loss"] == whole["loss"]
+    a = torch.load(tmp_path / "a" / compat.HEAD_FILE, weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "b" / compat.HEAD_FILE, weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 # -- torchrun ----------------------------------------------------------------------------
@@ -182,9 +201,8 @@ old_f, new_f = _versions(n=160, n_val=32)
 old = compat.load_head({old!r})
 compat.train_compatible(new_f, HeadConfig(16, 8, 1, 0, 1), TrainOptions(epochs=2, batch_size=64, lr=0.05),
                         sys.argv[1], old_head=old, old_feats=old_f, weight=1.0, log=lambda *_: None)
-import torch.distributed as dist
-if dist.is_initialized():
-    dist.destroy_process_group()
+from bitlens import distributed
+distributed.teardown(distributed.world_from_env())
 """
 
 

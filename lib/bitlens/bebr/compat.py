@@ -12,7 +12,7 @@ a, b: new image / caption codes of the batch; ā, b̄: old codes of the same pai
 D(q → g): BEBR's one-direction contrastive term with new queries q as anchors and old gallery
 codes g as candidates (same-image candidates masked, top-k hard negatives, τ). The old codes
 play the part of BCT's frozen old classifier ("influence loss"): the new query must score its
-own item's old code above every other old code. λ = 0 trains the independent baseline through
+own item's old code above the other old codes of the batch. λ = 0 trains the independent baseline through
 the same code path. Both versions share the bit layout (same dims; plane count may differ), so
 cross-version scores come from SDC over packed planes.
 
@@ -22,7 +22,6 @@ codes of the whole global batch; new codes are all-gathered with gradients as in
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import asdict
@@ -31,15 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bitlens import io
+from bitlens import checkpoint, distributed, io
 from bitlens.bebr.heads import HeadConfig, RBEHead
 from bitlens.bebr.loss import _direction, rbe_loss
 from bitlens.bebr.sampler import PairBatches, split_pairs
-from bitlens.bebr.train import (FEATURE_FILES, TrainOptions, _gather, embed, load_features, param_groups,
-                               world_info)
+from bitlens.bebr.train import FEATURE_FILES, TrainOptions, embed, load_features, param_groups
 from bitlens.progress import progress
 
 HEAD_FILE = "head.pth"
+ARTIFACTS = (HEAD_FILE, "feat_image.npy", "feat_txt.npy", "history.json")  # moved aside with an outdated run
 
 
 # -- the two versions -------------------------------------------------------------------
@@ -71,6 +70,17 @@ def load_head(path, in_dim: int | None = None) -> RBEHead:
     head = RBEHead(cfg)
     head.load_official(ck["state_dict"], source=str(path))
     return freeze(head)
+
+
+def head_checkpoint(folder) -> Path:
+    """The trained head in a folder of 11_bebr_train: best.pth where the trainer keeps a best epoch, else the
+    last epoch's checkpoint.pth."""
+    folder = Path(folder)
+    for name in ("best.pth", "checkpoint.pth"):
+        if (folder / name).exists():
+            return folder / name
+    raise FileNotFoundError(f"{folder}: no best.pth or checkpoint.pth; run notebooks/11_bebr_train.ipynb first "
+                            f"(and check bebr.compat.old_head names one of bebr.heads)")
 
 
 def freeze(head: RBEHead) -> RBEHead:
@@ -110,11 +120,13 @@ def compat_loss(a: torch.Tensor, b: torch.Tensor, old_img: torch.Tensor, old_txt
 # -- training ---------------------------------------------------------------------------
 
 def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, *, old_head: RBEHead | None = None,
-                     old_feats: dict | None = None, weight: float = 1.0, resume: bool = True, log=print) -> dict:
+                     old_feats: dict | None = None, weight: float = 1.0, fresh: bool = False, log=print) -> dict:
     """Train a new head; with `weight` > 0 against the frozen `old_head` on `old_feats` (same pairs).
 
-    Writes checkpoint.pth (every epoch, for resume), head.pth and feat_image.npy / feat_txt.npy (the final
-    epoch: no epoch is picked on the validation items the table is computed on) and history.json, atomically.
+    Writes head.pth (after every epoch: the final one is the result, since no epoch is picked on the validation
+    items the table is computed on), feat_image.npy / feat_txt.npy (validation codes), history.json and
+    train_state.pt, atomically. An earlier run in `out_dir` is continued, reused or moved aside as
+    `bitlens.checkpoint.open_run` decides; returns the history.
     """
     from bitlens.metrics import l2_normalize, recall_at_k
 
@@ -126,18 +138,8 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
         check_layout(old_head.cfg, cfg)
         check_same_items(old_feats, new_feats)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    local_rank, rank, world = world_info()
-    distributed = world > 1
-    device = opts.device
-    if distributed:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-        if device.startswith("cuda"):
-            device = f"cuda:{local_rank}"
-            torch.cuda.set_device(local_rank)
+    world, device = distributed.setup(opts.device)
+    say = log if world.main else (lambda *a: None)
     img, txt, lab = split_pairs(new_feats["train_feat"], new_feats["train_label"], "new training features")
     if img.shape[1] != cfg.in_dim:
         raise ValueError(f"new features are {img.shape[1]}-d but the new head expects in_dim={cfg.in_dim}")
@@ -150,55 +152,51 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
         old_val_txt = embed(old_head, old_feats["val_txt"], device)
     torch.manual_seed(opts.seed)  # the same seed gives compatible and independent heads the same start
     head = RBEHead(cfg).to(device)
-    model = head
-    if distributed:
-        model = torch.nn.parallel.DistributedDataParallel(head, device_ids=[local_rank] if device.startswith("cuda")
-                                                          else None)
     opt = torch.optim.SGD(param_groups(head, opts.weight_decay), lr=opts.lr, momentum=opts.momentum,
                           nesterov=opts.nesterov)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=opts.lr_step_epoch, gamma=opts.gamma)
     pairs = PairBatches(len(lab), opts.batch_size // 2, opts.seed)
-    if pairs.b % world:
-        raise ValueError(f"batch of {pairs.b} pairs does not split over {world} ranks")
-    local = pairs.b // world
+    if pairs.b % world.size:
+        raise ValueError(f"batch of {pairs.b} pairs does not split over {world.size} ranks")
+    local = pairs.b // world.size
+    settings = {"config": asdict(cfg), "weight": weight, "old_head": _state_digest(old_head) if weight > 0 else None,
+                "options": {k: v for k, v in asdict(opts).items() if k not in ("device", "epochs")}}
     history = {"epoch": [], "loss": [], "val_r1": [], "val_cross_r1": [], "seconds": []}
+    st = checkpoint.open_run(out_dir, settings, opts.epochs, world, fresh, ARTIFACTS, "epochs", say)
     start = 0
-    ckpt_path = out_dir / "checkpoint.pth"
-    meta = {"config": asdict(cfg), "options": {k: v for k, v in asdict(opts).items() if k != "device"},
-            "weight": weight, "old_head": _state_digest(old_head) if weight > 0 else None}
-    if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ck.get("meta") != meta:
-            raise ValueError(f"{ckpt_path}: checkpoint was trained with other settings; delete it or set "
-                             f"resume=False (checkpoint: {ck.get('meta')}, now: {meta})")
-        head.load_state_dict(ck["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        history, start = ck["history"], ck["epoch"] + 1
-        log(f"resumed from {ckpt_path} at epoch {start}")
+    if st is not None:
+        head.load_state_dict(torch.load(out_dir / HEAD_FILE, map_location=device, weights_only=False)["state_dict"])
+        start, history = int(st["progress"]), st["history"]
+        if st["finished"]:
+            return history
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        checkpoint.restore_rng(st, world)
+    model = distributed.wrap(head, world, device)
     img_t, txt_t, lab_t = torch.from_numpy(img), torch.from_numpy(txt), torch.from_numpy(lab.astype(np.int64))
     amp = opts.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    offset = world.rank * local
     for epoch in range(start, opts.epochs):
         model.train()
         t0, total, n = time.perf_counter(), 0.0, 0
         for idx in progress(pairs.epoch(epoch), total=len(pairs), desc=f"compat epoch {epoch + 1}/{opts.epochs}",
-                            disable=rank != 0 or None):
-            mine = idx[rank * local:(rank + 1) * local]
+                            disable=not world.main or None):
+            mine = idx[offset:offset + local]
             a, b, y = img_t[mine].to(device), txt_t[mine].to(device), lab_t[mine].to(device)
+            y_all = lab_t[idx].to(device)
             with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.float16,
                                 enabled=amp):
                 h = model(torch.cat([a, b], 0))
                 h1, h2 = h[:local].float(), h[local:].float()
-                y_all = lab_t[idx].to(device)
-                if distributed:
-                    loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k, _gather(h1), _gather(h2), y_all,
-                                    offset=rank * local)
+                if world.distributed:
+                    loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k, distributed.gather_cat(h1),
+                                    distributed.gather_cat(h2), y_all, offset=offset)
                 else:
                     loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k)
                 if weight > 0:
                     loss = loss + weight * compat_loss(h1, h2, old_img_c[idx].to(device), old_txt_c[idx].to(device),
-                                                       y, opts.tau, opts.hard_k, y_all, offset=rank * local)
+                                                       y, opts.tau, opts.hard_k, y_all, offset=offset)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -208,10 +206,7 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
             total += float(loss.detach())
             n += 1
         sched.step()
-        if distributed:  # the history holds the global batch's loss, as one process would see it
-            t = torch.tensor([total], dtype=torch.float64, device=device)
-            dist.all_reduce(t)
-            total = float(t) / world
+        total = _mean_over_ranks(total, world, device)  # the global batch's loss, as one process would log it
         vi, vt = embed(head, new_feats["val_img"], device), embed(head, new_feats["val_txt"], device)
         qi = l2_normalize(vi)
         r1 = recall_at_k(qi @ l2_normalize(vt).T, ks=(1,))["r1"]
@@ -219,23 +214,27 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
         for key, v in (("epoch", epoch + 1), ("loss", total / max(n, 1)), ("val_r1", r1), ("val_cross_r1", cross),
                        ("seconds", time.perf_counter() - t0)):
             history[key].append(v)
-        if rank == 0:
-            log(f"epoch {epoch + 1}: loss {total / max(n, 1):.4f}  val i2t R@1 new→new {r1:.4f}"
-                + (f"  new→old {cross:.4f}" if cross is not None else ""))
-            io.torch_save(ckpt_path, {"state_dict": head.state_dict(), "optimizer": opt.state_dict(),
-                                      "scheduler": sched.state_dict(), "epoch": epoch, "history": history,
-                                      "meta": meta})
-    if rank == 0:
-        vi, vt = embed(head, new_feats["val_img"], device), embed(head, new_feats["val_txt"], device)
-        io.torch_save(out_dir / HEAD_FILE, {"state_dict": head.state_dict(), "epoch": opts.epochs - 1, "meta": meta})
-        io.save_npy(out_dir / "feat_image.npy", vi)
-        io.save_npy(out_dir / "feat_txt.npy", vt)
-        io.write_json(out_dir / "history.json", history)
-    if distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
+        say(f"epoch {epoch + 1}: loss {total / max(n, 1):.4f}  val i2t R@1 new→new {r1:.4f}"
+            + (f"  new→old {cross:.4f}" if cross is not None else ""))
+        if world.main:
+            io.torch_save(out_dir / HEAD_FILE, {"state_dict": head.state_dict(), "epoch": epoch, "meta": settings})
+            io.save_npy(out_dir / "feat_image.npy", vi)
+            io.save_npy(out_dir / "feat_txt.npy", vt)
+            io.write_json(out_dir / "history.json", history)
+        checkpoint.save_state(out_dir, settings, epoch + 1, opts.epochs, world, optimizer=opt.state_dict(),
+                              scheduler=sched.state_dict(), history=history)
+    distributed.barrier(world)
     return history
+
+
+def _mean_over_ranks(x: float, world, device: str) -> float:
+    if not world.distributed:
+        return x
+    import torch.distributed as dist
+
+    t = torch.tensor([x], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t) / world.size
 
 
 def read_history(out_dir) -> dict:
@@ -418,42 +417,52 @@ def torchrun_command(nproc: int, new_dir, out, cfg: HeadConfig, train: dict, wei
 # -- CLI (torchrun target) -------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from bitlens import cli
+
+    prog = "python -m bitlens.bebr.compat"
+    ap = cli.parser(prog, __doc__)
     ap.add_argument("--new-features", required=True, help="folder with the new version's feature files")
     ap.add_argument("--old-features", help="folder with the old version's feature files (weight > 0)")
-    ap.add_argument("--old-head", help="the old head's checkpoint (best.pth of 11_bebr_train; weight > 0)")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--old-head", help="the old head's checkpoint, best.pth of 11_bebr_train (weight > 0)")
+    ap.add_argument("--out", required=True, help="output folder (head.pth, codes, history, train_state.pt)")
     ap.add_argument("--weight", type=float, default=1.0, help="λ of the compatibility term (0: independent head)")
     ap.add_argument("--out-dim", type=int, help="new head dims (default: the old head's)")
-    ap.add_argument("--u", type=int, default=1)
-    ap.add_argument("--hidden", type=int, default=2048)
-    ap.add_argument("--blocks", type=int, default=1)
+    ap.add_argument("--u", type=int, default=1, help="recurrent steps (bit planes = u + 1)")
+    ap.add_argument("--hidden", type=int, default=2048, help="MLP hidden width")
+    ap.add_argument("--blocks", type=int, default=1, help="Linear-BN-ReLU blocks per transformation")
     for f in TrainOptions.__dataclass_fields__.values():
         if f.name == "device":
             continue
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
-            ap.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default)
+            ap.add_argument(flag, type=cli.strict_bool, default=f.default, help=f"TrainOptions.{f.name}")
         else:
-            ap.add_argument(flag, type={"int": int, "float": float}.get(str(f.type), float), default=f.default)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--no-resume", action="store_true")
+            ap.add_argument(flag, type={"int": int, "float": float}.get(str(f.type), float), default=f.default,
+                            help=f"TrainOptions.{f.name}")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    ap.add_argument("--fresh", action="store_true", help="start from scratch (an earlier run is moved aside)")
     args = ap.parse_args(argv)
-    new = load_features(args.new_features)
-    old = old_head = None
-    if args.weight > 0:
-        if not (args.old_features and args.old_head):
-            ap.error("--weight > 0 needs --old-features and --old-head")
-        old = load_features(args.old_features)
-        old_head = load_head(args.old_head, old["train_feat"].shape[1])
-    out_dim = args.out_dim or (old_head.cfg.out_dim if old_head else None)
-    if out_dim is None:
-        ap.error("--out-dim is needed without --old-head")
-    cfg = HeadConfig(new["train_feat"].shape[1], out_dim, args.u, args.hidden, args.blocks, True)
-    opts = TrainOptions(**{k: getattr(args, k) for k in TrainOptions.__dataclass_fields__})
-    hist = train_compatible(new, cfg, opts, args.out, old_head=old_head, old_feats=old, weight=args.weight,
-                            resume=not args.no_resume)
-    if world_info()[1] == 0:
+    world = distributed.world_from_env()
+    try:
+        new = load_features(args.new_features)
+        old = old_head = None
+        if args.weight > 0:
+            if not (args.old_features and args.old_head):
+                return cli.fail(prog, "--weight > 0 needs --old-features and --old-head")
+            old = load_features(args.old_features)
+            old_head = load_head(args.old_head, old["train_feat"].shape[1])
+        out_dim = args.out_dim or (old_head.cfg.out_dim if old_head else None)
+        if out_dim is None:
+            return cli.fail(prog, "--out-dim is needed without --old-head")
+        cfg = HeadConfig(new["train_feat"].shape[1], out_dim, args.u, args.hidden, args.blocks, True)
+        opts = TrainOptions(**{k: getattr(args, k) for k in TrainOptions.__dataclass_fields__})
+        hist = train_compatible(new, cfg, opts, args.out, old_head=old_head, old_feats=old, weight=args.weight,
+                                fresh=args.fresh)
+    except (FileNotFoundError, ValueError) as e:
+        return cli.fail(prog, str(e))
+    finally:
+        distributed.teardown(world)
+    if world.main:
         print(json.dumps({"final_val_r1": hist["val_r1"][-1] if hist["val_r1"] else None,
                           "final_val_cross_r1": hist["val_cross_r1"][-1] if hist["val_cross_r1"] else None}))
     return 0

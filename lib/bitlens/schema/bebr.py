@@ -39,10 +39,10 @@ BEBR = {
     },
     "compat": {  # 13_bebr_compat: backward-compatible training (docs/compat.md)
         "old_head": Field(str, "bebr", help="binary head of 11_bebr_train whose codes index the old gallery"),
-        "new_u": Field(int, None, nullable=True, help="recurrent steps of the new head; null = the old head's "
+        "new_u": Field(int, None, nullable=True, min=0, help="recurrent steps of the new head; null = the old head's "
                                                       "(another value: a new bit budget on the same dims)"),
-        "weight": Field(float, 1.0, help="λ, the weight of the compatibility term (0 = independent training)"),
-        "epochs": Field(int, None, nullable=True, help="epochs of both new heads; null = bebr.train.epochs"),
+        "weight": Field(float, 1.0, min=0, help="λ, the weight of the compatibility term (0 = independent training)"),
+        "epochs": Field(int, None, nullable=True, min=1, help="epochs of both new heads; null = bebr.train.epochs"),
         "ties": Field(str, "pessimistic", choices=TIES, help="tie policy of the cross-version table"),
         "encoder": {
             "model": Field(str, "ViT-B-32-quickgelu", help="open_clip model name of the new encoder version"),
@@ -52,10 +52,11 @@ BEBR = {
                                   "from a host with network (see data/README.md)",
                              help="local weights file of the new encoder (offline hosts); overrides pretrained"),
             "train_tiny": Field(bool, False, help="train a second bitlens-tiny-vit CLIP in-kit as the new version"),
-            "tiny_epochs": Field(int, 1), "tiny_batch_size": Field(int, 128), "tiny_lr": Field(float, 2e-3),
-            "tiny_seed": Field(int, 1, help="added to the global seed: the new CLIP starts elsewhere"),
-            "batch_size": Field(int, 256, help="images / captions per feature batch"),
-            "num_workers": Field(int, 0, help="image decoding workers"),
+            "tiny_epochs": Field(int, 1, min=1), "tiny_batch_size": Field(int, 128, min=2),
+            "tiny_lr": Field(float, 2e-3, above=0),
+            "tiny_seed": Field(int, 1, min=0, help="added to the global seed: the new CLIP starts elsewhere"),
+            "batch_size": Field(int, 256, min=1, help="images / captions per feature batch"),
+            "num_workers": Field(int, 0, min=0, help="image decoding workers"),
         },
     },
     "released": {
