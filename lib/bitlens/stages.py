@@ -39,6 +39,8 @@ STAGES: tuple[StageSpec, ...] = (
               reads=("seed", "device", "bebr.heads", "bebr.train")),
     StageSpec("12_bebr_eval", ("11_bebr_train",), "bebr", "BEBR: COCO Recall@K table",
               reads=("bebr.heads", "bebr.eval", "bebr.released", "report.targets")),
+    StageSpec("13_bebr_compat", ("10_bebr_features", "11_bebr_train"), "bebr", "BEBR: backward-compatible version",
+              reads=("seed", "device", "data.coco", "bebr.encoder.model", "bebr.train", "bebr.compat")),
     StageSpec("20_ibc_train", ("00_data",), "ibc", "IBC: train the interpretable hashing network",
               reads=("seed", "device", "data.imagelists", "ibc"), ignores=_IBC_EVAL_ONLY),
     StageSpec("21_ibc_dissect", ("20_ibc_train",), "dissect", "IBC: Network Dissection of every bit",

@@ -43,6 +43,28 @@ BEBR = {
         "headline_ties": Field(str, "pessimistic", choices=TIES, help="tie policy of the headline table"),
         "search_k": Field(int, 10, min=1, help="k of the timed top-k search"),
     },
+    "compat": {  # 13_bebr_compat: backward-compatible training (docs/compat.md)
+        "old_head": Field(str, "bebr", help="binary head of 11_bebr_train whose codes index the old gallery"),
+        "new_u": Field(int, None, nullable=True, min=0, help="recurrent steps of the new head; null = the old head's "
+                                                      "(another value: a new bit budget on the same dims)"),
+        "weight": Field(float, 1.0, min=0, help="λ, the weight of the compatibility term (0 = independent training)"),
+        "epochs": Field(int, None, nullable=True, min=1, help="epochs of both new heads; null = bebr.train.epochs"),
+        "ties": Field(str, "pessimistic", choices=TIES, help="tie policy of the cross-version table"),
+        "encoder": {
+            "model": Field(str, "ViT-B-32-quickgelu", help="open_clip model name of the new encoder version"),
+            "pretrained": Field(str, "openai", help="open_clip pretrained tag of the new encoder"),
+            "weights": Field(str, "", data_path=True,
+                             hint="the new encoder's open_clip weights file, e.g. ViT-B-32 OpenAI weights copied "
+                                  "from a host with network (see data/README.md)",
+                             help="local weights file of the new encoder (offline hosts); overrides pretrained"),
+            "train_tiny": Field(bool, False, help="train a second bitlens-tiny-vit CLIP in-kit as the new version"),
+            "tiny_epochs": Field(int, 1, min=1), "tiny_batch_size": Field(int, 128, min=2),
+            "tiny_lr": Field(float, 2e-3, above=0),
+            "tiny_seed": Field(int, 1, min=0, help="added to the global seed: the new CLIP starts elsewhere"),
+            "batch_size": Field(int, 256, min=1, help="images / captions per feature batch"),
+            "num_workers": Field(int, 0, min=0, help="image decoding workers"),
+        },
+    },
     "released": {
         "root": Field(str, "", data_path=True,
                       hint="the authors' released BEBR feature files: <root>/{hash,bebr,float_finetune}/"
