@@ -44,3 +44,17 @@ def test_a_bar_without_total_counts_items():
     bar = progress.LogProgress(iter([1, 2]), desc="y", every=60)
     list(bar)
     assert bar.line().startswith("[progress] y: 2 done,")
+
+
+def test_short_loops_in_a_row_still_report_at_the_interval(monkeypatch):
+    monkeypatch.setattr(progress, "_LAST_LINE", [None])
+    sink = _Sink()
+    first = progress.LogProgress(range(1), desc="a", every=0.3, file=sink)
+    list(first)  # ends long before the interval: prints nothing
+    assert sink.getvalue() == ""
+    progress._LAST_LINE[0] = first._t0  # as if the last line came when the first loop started
+    second = progress.LogProgress(range(2), desc="b", every=0.3, file=sink)
+    for i in second:
+        if i == 1:
+            assert sink.wrote.wait(10)
+    assert sink.getvalue().startswith("[progress] b: 1/2")

@@ -23,6 +23,7 @@ from typing import Iterable, Iterator, Optional, TypeVar
 T = TypeVar("T")
 
 PREFIX = "[progress]"
+_LAST_LINE: list[float | None] = [None]  # monotonic time of the last progress line in this process
 
 
 def _fmt_seconds(s: float) -> str:
@@ -64,8 +65,15 @@ class LogProgress:
         return f"{PREFIX} {text}"
 
     def _beat(self):
-        while not self._stop.wait(self.every):
+        # the interval counts from the last line any bar printed, so a run of short loops still reports
+        while True:
+            last = _LAST_LINE[0] if _LAST_LINE[0] is not None else self._t0
+            if self._stop.wait(max(0.0, last + self.every - time.monotonic())):
+                return
+            if _LAST_LINE[0] is not None and time.monotonic() < _LAST_LINE[0] + self.every:
+                continue  # another bar printed meanwhile
             print(self.line(), file=self.file or sys.stderr, flush=True)
+            _LAST_LINE[0] = time.monotonic()
 
     def _start(self):
         if not self.disable and self._thread is None:
