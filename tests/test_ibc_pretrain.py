@@ -44,3 +44,27 @@ def test_ensure_pretrained_writes_once_and_reuses_matching_weights(tmp_path):
     assert ensure_pretrained(tmp_path / "w.pt", factory, **opts) == meta and len(calls) == 1
     ensure_pretrained(tmp_path / "w.pt", factory, **{**opts, "steps": 3})
     assert len(calls) == 2  # another recipe: retrained
+
+
+def test_pretrain_experiments_only_fills_weights_files_inside_the_generated_world(tmp_path, monkeypatch):
+    from bitlens.ibc import pretrain
+
+    seen = {}
+    monkeypatch.setattr(pretrain, "ensure_pretrained",
+                        lambda path, factory, **kw: seen.setdefault(path.name, (factory(), kw)) and
+                        {"accuracy": {"shape": 0.5}})
+    small = {"backbone": "small", "width": 16, "seed": 7, "released_codes": False}
+    params = {"data": {"shapes": {"generate": True, "root": "data/shapes", "seed": 3, "image_size": 64,
+                                  "max_objects": 2, "n_train": 50}},
+              "ibc": {"experiments": {
+                  "mine": {**small, "backbone_weights": "data/shapes/pretrained/w.pt"},
+                  "theirs": {**small, "backbone_weights": "weights/given.pt"},
+                  "none": {**small, "backbone_weights": ""},
+                  "alex": {**small, "backbone": "alexnet", "backbone_weights": "data/shapes/a.pt"}}}}
+    out = pretrain.pretrain_experiments(params, tmp_path, log=lambda *_: None)
+    assert list(out) == ["mine"] and list(seen) == ["w.pt"]
+    features, kw = seen["w.pt"]
+    assert features[0].out_channels == 8  # small_features(width=16)
+    assert kw == {"world_seed": 3, "image_size": 64, "max_objects": 2, "n_images": 50, "seed": 7}
+    params["data"]["shapes"]["generate"] = False
+    assert pretrain.pretrain_experiments(params, tmp_path, log=lambda *_: None) == {}

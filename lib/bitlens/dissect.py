@@ -526,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quantile", type=float, default=0.005,
                     help="top activation quantile that sets each unit's threshold (default: %(default)s)")
     ap.add_argument("--input-size", type=int, default=0,
-                    help="model input size (default: 0 = 227 for AlexNet, 64 for the small backbone)")
+                    help="model input size (default: 0 = from the checkpoint: 227 for AlexNet, 64 for the small backbone)")
     ap.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
     ap.add_argument("--preprocess", choices=PREPROCESS, default="caffe",
                     help="caffe: the fork's mean/255×0.224; torchvision: per-channel mean/std (default: %(default)s)")
@@ -547,7 +547,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         arch = infer_architecture(args.checkpoint)
-        size = args.input_size or (227 if arch["backbone"] == "alexnet" else 64)
+        size = args.input_size or arch.get("input_size") or (227 if arch["backbone"] == "alexnet" else 64)
         model = load_ibc_checkpoint(args.checkpoint, size)
         res = dissect(model, Broden(args.broden), args.out, args.layer, size, args.quantile, args.threshold,
                       batch_size=args.batch_size, device=args.device, reference=not args.no_reference,

@@ -55,10 +55,13 @@ def _mlp6(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
 
 def small_features(width: int = 64) -> nn.Sequential:
     """A small conv net for 64-px images → width×8×8 (BatchNorm, so it trains in a few hundred CPU steps; the
-    resolution drops early so that a step costs a few million multiply-adds per image)."""
+    resolution drops early so that a step costs a few million multiply-adds per image). The first convolution
+    pads by replicating the border pixels: zero padding of a normalised image draws a false edge around every
+    image, which its filters (and the bits above them) then detect."""
     w = width
     return nn.Sequential(
-        nn.Conv2d(3, w // 2, 5, stride=2, padding=2), nn.BatchNorm2d(w // 2), nn.ReLU(inplace=True),
+        nn.Conv2d(3, w // 2, 5, stride=2, padding=2, padding_mode="replicate"), nn.BatchNorm2d(w // 2),
+        nn.ReLU(inplace=True),
         nn.MaxPool2d(2),  # 64 → 16
         nn.Conv2d(w // 2, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # → 8
         nn.Conv2d(w, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True),

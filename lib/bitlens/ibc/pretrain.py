@@ -164,3 +164,29 @@ def ensure_pretrained(path, features_factory, world_seed: int = 0, image_size: i
     meta = {"recipe": recipe, "accuracy": res["accuracy"], "loss": res["loss"]}
     io.write_json(meta_path, meta)
     return meta
+
+
+def pretrain_experiments(params: dict, root=None, log=print) -> dict:
+    """For every IBC experiment of `params` with the small backbone and a `backbone_weights` file inside the
+    generated Shapes world: ensure_pretrained() on that world's training images. {name: record}."""
+    from bitlens.config import resolve_path
+    from bitlens.ibc.model import small_features
+
+    S = params["data"]["shapes"]
+    if not S["generate"]:
+        return {}
+    world = resolve_path(S["root"], root).resolve()
+    out = {}
+    for name, exp in params["ibc"]["experiments"].items():
+        if exp.get("released_codes") or exp["backbone"] != "small" or not exp["backbone_weights"]:
+            continue
+        path = resolve_path(exp["backbone_weights"], root).resolve()
+        if world not in path.parents:
+            continue  # a file the user provides is used as it is
+        width = exp.get("width") or 64
+        out[name] = ensure_pretrained(path, lambda: small_features(width), world_seed=S["seed"],
+                                      image_size=S["image_size"], max_objects=S["max_objects"],
+                                      n_images=S["n_train"], seed=exp["seed"])
+        log(f"{name}: backbone pretrained on the Shapes concept maps → {path.name}; held-out accuracy "
+            + ", ".join(f"{k} {v:.2f}" for k, v in out[name]["accuracy"].items()))
+    return out
