@@ -135,15 +135,22 @@ def _hamming_faiss(q: np.ndarray, db: np.ndarray) -> np.ndarray:
     return out
 
 
+def _matrix_backend(backend: str) -> str:
+    """Full matrices are not the native kernel's job (it computes top-k): faiss when installed, else numpy."""
+    backend = resolve_backend(backend)
+    if backend == "native":
+        return "faiss" if _has_faiss() else "numpy"
+    return backend
+
+
 def hamming_distances(query_packed, db_packed, backend: str = "auto") -> np.ndarray:
     """Full (nq, nd) int32 Hamming distance matrix (small sets; use hamming_topk for search)."""
     q, db = _check_packed(np.asarray(query_packed), np.asarray(db_packed))
-    backend = resolve_backend(backend)
+    backend = _matrix_backend(backend)
     if backend == "faiss":
         return _hamming_faiss(q, db)
     if backend == "cuda":
         return _cuda_ip_chunks(q, db)  # pragma: no cover - GPU only
-    # "native" computes top-k only; full matrices come from numpy
     return _hamming_numpy(as_words(q), as_words(db))
 
 
@@ -216,7 +223,7 @@ def _check_recurrent(q: RecurrentCode, db: RecurrentCode):
 def sdc_inner_products(q: RecurrentCode, db: RecurrentCode, backend: str = "auto") -> np.ndarray:
     """(nq, nd) float64 ⟨b_q, b_d⟩ from bits: Σ_ij w_i w_j (m − 2·H(q_i, d_j)). Exact for dyadic weights."""
     _check_recurrent(q, db)
-    backend = resolve_backend(backend)
+    backend = _matrix_backend(backend)
     out = np.zeros((len(q), len(db)), np.float64)
     for i, wi in enumerate(q.weights):
         for j, wj in enumerate(db.weights):
