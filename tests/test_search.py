@@ -201,3 +201,26 @@ def test_without_the_native_kernel_auto_falls_back_to_identical_results(monkeypa
 @native_only
 def test_auto_prefers_the_native_kernel_when_built():
     assert search.resolve_backend("auto") == "native"
+
+
+@native_only
+def test_native_sdc_rejects_weights_it_cannot_hold_exactly():
+    rng = np.random.default_rng(0)
+    planes = codes.pack(codes.binarize(rng.standard_normal((6, 16))))[None]
+    odd = codes.RecurrentCode(planes, (1 / 3,), 16)
+    with pytest.raises(ValueError, match="dyadic"):
+        search.sdc_topk(odd, odd, 2, backend="native")
+    neg = codes.RecurrentCode(np.concatenate([planes, planes]), (1.0, -0.5), 16)
+    with pytest.raises(ValueError, match="non-negative"):
+        search.sdc_topk(neg, neg, 2, backend="native")
+    # numpy holds them: the error names it as the way out
+    assert search.sdc_topk(odd, odd, 2, backend="numpy")[1].shape == (6, 2)
+
+
+@native_only
+def test_full_matrices_with_the_native_backend_equal_numpy():
+    q, db = codes.pack(_tied_codes(4, 70, 1)), codes.pack(_tied_codes(30, 70, 2))
+    np.testing.assert_array_equal(search.hamming_distances(q, db, "native"), search.hamming_distances(q, db, "numpy"))
+    rq, rdb = _recurrent_tied(4, 40, 2, 1), _recurrent_tied(30, 40, 2, 2)
+    np.testing.assert_array_equal(search.sdc_inner_products(rq, rdb, "native"),
+                                  search.sdc_inner_products(rq, rdb, "numpy"))

@@ -10,8 +10,9 @@ Backends
   CPU has it, chosen at run time) and a bounded heap per query with integer keys; the fastest CPU path.
 - "faiss": faiss's popcount kernels (`knn_hamming`, `hammings`) on CPU.
 - "numpy": XOR + `np.bitwise_count` on uint64 words (no extra dependency).
-- "cuda": ±1 codes as int8 matrices, inner products from `torch._int_mm`
-  (tensor cores), Hamming = (m − ip) / 2, chunked running top-k on the GPU.
+- "cuda": ±1 codes as int8 matrices on the GPU, Hamming = (m − ip) / 2: the fused Triton kernel of
+  `bitlens.gpu_topk` (int8 tl.dot + per-tile top-k) when Triton is present, else inner products from
+  `torch._int_mm` (tensor cores) and a chunked running `torch.topk`.
 - "auto": native when built, else faiss when installed, else numpy.
 
 SDC: for recurrent codes b = Σ_i w_i d_i, ⟨b_q, b_d⟩ = Σ_ij w_i w_j (m − 2·H(d_q^i, d_d^j)),
@@ -134,15 +135,22 @@ def _hamming_faiss(q: np.ndarray, db: np.ndarray) -> np.ndarray:
     return out
 
 
+def _matrix_backend(backend: str) -> str:
+    """Full matrices are not the native kernel's job (it computes top-k): faiss when installed, else numpy."""
+    backend = resolve_backend(backend)
+    if backend == "native":
+        return "faiss" if _has_faiss() else "numpy"
+    return backend
+
+
 def hamming_distances(query_packed, db_packed, backend: str = "auto") -> np.ndarray:
     """Full (nq, nd) int32 Hamming distance matrix (small sets; use hamming_topk for search)."""
     q, db = _check_packed(np.asarray(query_packed), np.asarray(db_packed))
-    backend = resolve_backend(backend)
+    backend = _matrix_backend(backend)
     if backend == "faiss":
         return _hamming_faiss(q, db)
     if backend == "cuda":
         return _cuda_ip_chunks(q, db)  # pragma: no cover - GPU only
-    # "native" computes top-k only; full matrices come from numpy
     return _hamming_numpy(as_words(q), as_words(db))
 
 
@@ -215,7 +223,7 @@ def _check_recurrent(q: RecurrentCode, db: RecurrentCode):
 def sdc_inner_products(q: RecurrentCode, db: RecurrentCode, backend: str = "auto") -> np.ndarray:
     """(nq, nd) float64 ⟨b_q, b_d⟩ from bits: Σ_ij w_i w_j (m − 2·H(q_i, d_j)). Exact for dyadic weights."""
     _check_recurrent(q, db)
-    backend = resolve_backend(backend)
+    backend = _matrix_backend(backend)
     out = np.zeros((len(q), len(db)), np.float64)
     for i, wi in enumerate(q.weights):
         for j, wj in enumerate(db.weights):
@@ -372,7 +380,51 @@ def _cuda_ip_chunks(q, db):  # pragma: no cover - GPU only
     raise NotImplementedError("full distance matrices on CUDA: use hamming_topk(backend='cuda')")
 
 
-def _cuda_hamming_topk(q: np.ndarray, db: np.ndarray, k: int, chunk: int):  # pragma: no cover - GPU only
+_FUSED_BROKEN: list[str] = []  # set once when the Triton kernel cannot run here; the GEMM + torch.topk path remains
+
+
+def _fused(fn, *args):
+    """Run a Triton fused top-k; on a compile/launch failure remember it, warn once and return None."""
+    from bitlens import gpu_topk
+
+    if _FUSED_BROKEN or not gpu_topk.available():
+        return None
+    try:
+        return fn(*args)
+    except ValueError:
+        raise
+    except Exception as e:  # pragma: no cover - depends on the GPU and Triton build
+        import warnings
+
+        _FUSED_BROKEN.append(repr(e))
+        warnings.warn(f"Triton fused top-k unavailable ({e!r}); using the int8 GEMM + torch.topk path")
+        return None
+
+
+def _fused_hamming(q: np.ndarray, db, k: int, chunk: int, dev):
+    import torch
+
+    from bitlens import gpu_topk
+
+    m = q.shape[1] * 8  # padding bits are 0 on both sides: −1·−1 adds 1 to ip and to m, m − ip is unchanged
+    if k > gpu_topk.BN:
+        return None
+    rows = min(chunk, 1 << (31 - (2 * m).bit_length()))
+    chunks = ((s, _gpu_unpack_pm1(db[s:s + rows], dev)) for s in range(0, db.shape[0], rows))
+    cost, idx = gpu_topk.running_topk(_gpu_unpack_pm1(q, dev), chunks, k, m, 2 * m)
+    return (cost >> 1).to(torch.int32).cpu().numpy(), idx.cpu().numpy()
+
+
+def _cuda_hamming_topk(q: np.ndarray, db: np.ndarray, k: int, chunk: int, dev=None):
+    """Triton fused kernel when available (bitlens.gpu_topk), else int8 GEMM + running torch.topk."""
+    import torch
+
+    dev = dev or torch.device("cuda")
+    out = _fused(_fused_hamming, q, db, k, chunk, dev)
+    return out if out is not None else _gemm_hamming_topk(q, db, k, chunk, dev)
+
+
+def _gemm_hamming_topk(q: np.ndarray, db: np.ndarray, k: int, chunk: int, dev):  # pragma: no cover - GPU only
     """Running top-k over database chunks; each chunk is uploaded once and scored block by block of queries.
 
     Within a chunk the key (distance << 20 | local index) fits int32, so torch.topk orders exactly, ties →
@@ -380,7 +432,6 @@ def _cuda_hamming_topk(q: np.ndarray, db: np.ndarray, k: int, chunk: int):  # pr
     """
     import torch
 
-    dev = torch.device("cuda")
     m = q.shape[1] * 8  # padding bits are 0 on both sides: −1·−1 adds 1 to ip and to m, (m − ip)/2 is unchanged
     if m >= 1 << 11:
         raise ValueError("the CUDA backend handles codes of up to 2,047 bits")
@@ -407,10 +458,17 @@ def cuda_resident_hamming_topk(q_packed: np.ndarray, db_pm1, k: int):  # pragma:
     """Top-k against a database already on the GPU as ±1 int8 (n, m): the serving case, no transfers."""
     import torch
 
+    from bitlens import gpu_topk
+
     dev = db_pm1.device
     m = db_pm1.shape[1]
     qt = _gpu_unpack_pm1(q_packed, dev)[:, :m]
     n = db_pm1.shape[0]
+    if k <= gpu_topk.BN:
+        rows = 1 << (31 - (2 * m).bit_length())
+        out = _fused(gpu_topk.running_topk, qt, ((s, db_pm1[s:s + rows]) for s in range(0, n, rows)), k, m, 2 * m)
+        if out is not None:
+            return (out[0] >> 1).to(torch.int32), out[1]
     best = torch.full((qt.shape[0], k), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
     chunk = 1 << 20
     for s in range(0, n, chunk):
@@ -437,14 +495,30 @@ def _cuda_values(code: RecurrentCode, scale: int, device):
     return out.to(torch.int8)
 
 
-def _cuda_sdc_topk(query: RecurrentCode, db: RecurrentCode, k: int, metric: str, chunk: int):  # pragma: no cover
+def _fused_sdc_ip(query: RecurrentCode, db: RecurrentCode, k: int, chunk: int, dev, scale: int):
+    from bitlens import gpu_topk
+
+    if k > gpu_topk.BN:
+        return None
+    base = query.m * sum(abs(round(w * scale)) for w in query.weights) * sum(abs(round(w * scale)) for w in db.weights)
+    if base * 2 >= 1 << 20:
+        return None
+    rows = min(chunk, 1 << (31 - (2 * base).bit_length()))
+    chunks = ((s, _cuda_values(db.subset(slice(s, s + rows)), scale, dev)) for s in range(0, len(db), rows))
+    cost, idx = gpu_topk.running_topk(_cuda_values(query, scale, dev), chunks, k, base, 2 * base)
+    return (base - cost.cpu().numpy()).astype(np.float64) / float(scale * scale), idx.cpu().numpy()
+
+
+def _cuda_sdc_topk(query: RecurrentCode, db: RecurrentCode, k: int, metric: str, chunk: int, dev=None):
     import torch
 
-    dev = torch.device("cuda")
+    dev = dev or torch.device("cuda")
     # scale so every plane weight is an integer: exact int8 GEMM (e.g. {±0.5, ±1.5} → {±1, ±3})
-    scale = 1
-    while any(abs(w * scale - round(w * scale)) > 1e-9 for w in query.weights + db.weights):
-        scale *= 2
+    scale = _dyadic_scale(query.weights + db.weights)
+    if metric == "ip":
+        out = _fused(_fused_sdc_ip, query, db, k, chunk, dev, scale)
+        if out is not None:
+            return out
     qv = _cuda_values(query, scale, dev)
     nq = len(query)
     margin = k + 32  # candidates kept per chunk; ties at the boundary are resolved exactly on the host

@@ -37,20 +37,21 @@ class System:
     n_items: int
     n_queries: int
     run: Callable[[], object]
+    data: tuple = ()  # (queries, database) as the system holds them, for peers that need the same data
 
 
 def hash_system(query_packed, db_packed, bits: int, k: int, backend: str = "auto") -> System:
     q, db = np.ascontiguousarray(query_packed), np.ascontiguousarray(db_packed)
     be = search.resolve_backend(backend)
     return System("hash", f"Hamming top-{k}, bitlens {be}", bits, db.shape[1], db.shape[0], q.shape[0],
-                  lambda: search.hamming_topk(q, db, k, backend=be))
+                  lambda: search.hamming_topk(q, db, k, backend=be), (q, db))
 
 
 def bebr_system(query: codes.RecurrentCode, db: codes.RecurrentCode, k: int, metric: str = "ip",
                 backend: str = "auto") -> System:
     be = search.resolve_backend(backend)
     return System("bebr", f"SDC top-{k} ({metric}), bitlens {be}", db.bits, db.bytes_per_item, len(db), len(query),
-                  lambda: search.sdc_topk(query, db, k, metric=metric, backend=be))
+                  lambda: search.sdc_topk(query, db, k, metric=metric, backend=be), (query, db))
 
 
 def float_system(query, db, k: int) -> System:
@@ -69,7 +70,7 @@ def float_system(query, db, k: int) -> System:
             return np.take_along_axis(s, part, 1), part
 
         method = f"numpy matmul + argpartition top-{k} (faiss not installed)"
-    return System("float", method, 32 * x.shape[1], 4 * x.shape[1], x.shape[0], q.shape[0], run)
+    return System("float", method, 32 * x.shape[1], 4 * x.shape[1], x.shape[0], q.shape[0], run, (q, x))
 
 
 def synthetic_systems(n_queries: int, n_items: int, k: int = 10, hash_bits: int = 1024, bebr_dims: int = 512,
@@ -107,16 +108,41 @@ def measure(run: Callable[[], object], repeat: int = 3, warmup: int = 1) -> floa
     return best
 
 
-def speed_table(systems: list[System], repeat: int = 3, warmup: int = 1, timer=measure) -> pd.DataFrame:
-    """One row per system: response time for all queries (min of `repeat`), per query, and bytes per item."""
+def measure_many(runs: list[Callable[[], object]], repeat: int = 3, warmup: int = 1) -> list[float]:
+    """Side by side: every run warmed up, then `repeat` rounds timing each run in turn; the minimum per run.
+
+    Interleaving the rounds exposes every contender to the same machine load, which sequential blocks of
+    repeats would not on a shared machine.
+    """
+    if repeat < 1:
+        raise ValueError(f"repeat must be ≥ 1, got {repeat}")
+    for run in runs:
+        for _ in range(warmup):
+            run()
+    best = [float("inf")] * len(runs)
+    for _ in range(repeat):
+        for i, run in enumerate(runs):
+            t0 = time.perf_counter()
+            run()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
+def speed_table(systems: list[System], repeat: int = 3, warmup: int = 1, times: list[float] | None = None
+                ) -> pd.DataFrame:
+    """One row per system: response time for all queries (min of `repeat`, measured side by side with
+    `measure_many`, or the given `times` in seconds), per query, and bytes per item."""
     if not systems:
         raise ValueError("speed_table: no systems to measure")
     sizes = {(s.n_items, s.n_queries) for s in systems}
     if len(sizes) != 1:
         raise ValueError(f"speed_table compares systems at equal N: got (items, queries) {sorted(sizes)}")
+    if times is None:
+        times = measure_many([s.run for s in systems], repeat, warmup)
+    if len(times) != len(systems):
+        raise ValueError(f"speed_table: {len(times)} times for {len(systems)} systems")
     rows = []
-    for s in systems:
-        sec = timer(s.run, repeat=repeat, warmup=warmup)
+    for s, sec in zip(systems, times):
         rows.append({"system": s.name, "method": s.method, "bits per item": s.bits_per_item,
                      "bytes per item": s.bytes_per_item, "items": s.n_items, "queries": s.n_queries,
                      "response ms": 1000 * sec, "ms per query": 1000 * sec / max(1, s.n_queries)})

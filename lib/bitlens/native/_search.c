@@ -7,8 +7,8 @@
  * enters only when strictly better than the current k-th; scans of separate database ranges are merged by
  * (score, index).
  *
- * Work split: each thread takes a range of queries (or, with few queries, a range of the database) and walks
- * its database range in blocks that stay in L2, scoring a small block of queries against each row while that
+ * Work split: threads take tasks of 64 queries (or, with few queries, ranges of the database); a task walks
+ * the database in blocks that stay in L2, scoring a small block of queries against each row while that
  * row is in L1.  The selection is a bounded max-heap per query behind a scalar threshold test.
  */
 #define PY_SSIZE_T_CLEAN
@@ -104,6 +104,7 @@ static inline void fheap_push(double *hk, int64_t *hr, int64_t *cnt, int64_t k, 
 /* ---- pair costs --------------------------------------------------------------------------------------- */
 
 #define QBLOCK 8
+#define TASK_QUERIES 64 /* queries per task when threads split the queries */
 #define L2_BYTES (256 * 1024)
 
 /* Pair costs take the shape (W words per plane, PQ and PD planes) as arguments; the scans below call them with
@@ -295,9 +296,16 @@ static int run_topk(const job_t *J, int nthreads, void *out_val, int64_t *out_id
         if (ik) heaps[s].ikey = ik + s * k;
         else { heaps[s].fkey = fk + s * k; heaps[s].frow = fr + s * k; }
     }
-    int ntasks = nsplit == 1 ? nthreads : nsplit;
+    /* Many query tasks, taken dynamically: a thread that loses its core on a shared machine delays only its
+     * current task, not half of the work.  Each task still reuses every database block across its queries. */
+    int64_t ntasks = nsplit;
+    if (nsplit == 1) {
+        ntasks = (nq + TASK_QUERIES - 1) / TASK_QUERIES;
+        if (ntasks < nthreads) ntasks = nthreads;
+        if (ntasks > nq) ntasks = nq > 0 ? nq : 1;
+    }
     #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
-    for (int t = 0; t < ntasks; t++) {
+    for (int64_t t = 0; t < ntasks; t++) {
         if (nsplit == 1) {
             int64_t q0 = nq * t / ntasks, q1 = nq * (t + 1) / ntasks;
             if (q1 > q0) scan(J, q0, q1, 0, n, heaps + q0);
