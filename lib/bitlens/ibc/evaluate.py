@@ -17,12 +17,11 @@ import argparse
 import itertools
 import json
 import math
-import sys
 
 import numpy as np
 
 from bitlens import metrics
-from bitlens.cli_help import HelpFormatter
+from bitlens import cli
 from bitlens.codes import binarize_sigmoid, load_codes
 
 PROG = "python -m bitlens.ibc.evaluate"
@@ -106,7 +105,7 @@ def _int_at_least(lo: int, what: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
+    ap = cli.parser(PROG, __doc__)
     ap.add_argument("--codes", required=True,
                     help=".mat or .npz code file with fields binary_codes (sigmoid outputs or ±1), lab (class "
                          "label in column 0, attributes after it) and optionally GRM")
@@ -162,8 +161,7 @@ def main(argv=None) -> int:
         res = evaluate_codes(c["binary_codes"], c["lab"], c["GRM"], args.expert_bits, args.mis_max_num, args.seed,
                              mis=not args.no_mis, source=str(args.codes))
     except (FileNotFoundError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(PROG, str(e))
     if args.json:
         keys = ("class_map", "expert_bit_map", "attribute_map", "mis_knn", "mis_discrete")
         print(json.dumps({k: _json_value(res[k]) for k in keys}))
