@@ -152,7 +152,7 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=5000, help="Recall@K queries = items (default: 5000)")
     ap.add_argument("--map-n", type=int, default=50_000, help="mAP@all codes (default: 50000)")
-    ap.add_argument("--mis-classes", type=int, default=25, help="classes timed on both MIS sides (default: 25)")
+    ap.add_argument("--mis-classes", type=int, default=10, help="classes timed on both MIS sides (default: 10)")
     a = ap.parse_args(argv)
     rows = recall_rows(a.n) + map_rows(a.map_n) + mis_rows(a.mis_classes) + ibc_cli_rows()
     print(show(rows))
