@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bitlens import metrics
+from bitlens.ibc import evaluate as ev
 from bitlens.ibc.evaluate import customized_retrieval, evaluate_codes
 
 B = np.array([[1, 1, 1], [1, -1, 1], [-1, 1, -1], [1, 1, -1], [-1, -1, -1]])
@@ -51,3 +52,37 @@ def test_string_labels_are_refused_naming_the_field():
         evaluate_codes(np.ones((2, 3)), np.array([["cat"], ["dog"]]), mis=False)
     with pytest.raises(ValueError, match="column 0 \\(class labels\\) must hold whole numbers"):
         evaluate_codes(np.ones((2, 3)), np.array([[0.5], [1.0]]), mis=False)
+
+
+IBC = {"sweep": {"experiment": "shapes", "code_lengths": [64, 16, 32, 16], "iterations": 100},
+       "experiments": {"shapes": {"code_length": 32, "iterations": 300}}}
+
+
+def test_sweep_iterations_prefer_the_training_record_and_otherwise_follow_the_params():
+    assert ev.sweep_iterations(IBC, {}) == {16: 100, 32: 300, 64: 100}
+    assert ev.sweep_iterations(IBC, {"sweep_iterations": {"16": 300, "32": 300}}) == {16: 300, 32: 300}
+    assert ev.sweep_caption({16: 100, 32: 300}, "from the params").endswith(
+        "16 bits: 100, 32 bits: 300 — not the same for every length, so the lengths are not compared at equal "
+        "training.")
+    assert ev.sweep_caption({16: 300, 32: 300}, "recorded").endswith("— the same for every length.")
+
+
+def test_customized_sentence_states_the_choice_and_the_comparisons_from_the_numbers():
+    c = {"attribute": "red", "bits": [3, 7], "map": 0.5, "random_map": 0.25, "all_bits_map": 0.75,
+         "combinations": 3}
+    s = ev.customized_sentence("shapes", c)
+    assert "chosen on the evaluation set itself" in s and "best of 3 bit-group combinations" in s
+    assert "mAP 0.5000, above 2 random bits (0.2500) and below all bits (0.7500)" in s
+
+
+def test_evaluate_experiment_uses_the_dissection_bits_of_the_target_attribute():
+    attrs = np.array([[1, 0], [0, 0], [1, 0], [0, 1], [0, 0]])
+    codes01 = np.where(B > 0, 0.9, 0.1)
+    exp = {"expert_bits": 1, "mis_max_num": 4, "target_attributes": ["blue", "red"], "dataset": "shapes"}
+    r = ev.evaluate_experiment(codes01, np.concatenate([LABELS[:, None], attrs], 1), GRM, exp, ["red", "blue"],
+                               {"red-c": [1], "square": [2]}, seed=0)
+    # "blue" has no dissection bits; "red" (concept red-c) has bit 1 → bit index 0 only
+    assert r["customized"]["attribute"] == "red" and r["customized"]["bits"] == [1]
+    assert r["customized"]["map"] == pytest.approx(metrics.attribute_map(B, attrs, 0, bits=[0]))
+    assert set(r["attribute_map"]) == {"red", "blue"} and r["mis_knn"] is not None
+    assert ev.json_safe({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from bitlens.cli_help import HelpFormatter
+from bitlens import cli
 from bitlens.metrics import TIE_POLICIES, recall_both_directions
 
 
@@ -70,7 +69,7 @@ def format_table(res: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
+    ap = cli.parser(PROG, __doc__)
     ap.add_argument("--image-feat", required=True, help=f"image features: {NPY_FORMAT}")
     ap.add_argument("--txt-feat", required=True, help="text features, same shape, row i paired with image row i")
     ap.add_argument("--ties", default="pessimistic", choices=TIE_POLICIES,
@@ -84,8 +83,7 @@ def main(argv=None) -> int:
     try:
         res = evaluate_files(args.image_feat, args.txt_feat, args.ties)
     except (FileNotFoundError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(PROG, str(e))
     print(json.dumps(res) if args.json else f"ties: {args.ties}\n" + format_table(res))
     return 0
 

@@ -17,12 +17,11 @@ import argparse
 import itertools
 import json
 import math
-import sys
 
 import numpy as np
 
 from bitlens import metrics
-from bitlens.cli_help import HelpFormatter
+from bitlens import cli
 from bitlens.codes import binarize_sigmoid, load_codes
 
 PROG = "python -m bitlens.ibc.evaluate"
@@ -93,6 +92,102 @@ def customized_retrieval(B, attributes, j: int, groups: list[list[int]], seed: i
             "combinations": 2 ** len(groups) - 1}
 
 
+# -- the 22_ibc_eval stage: codes of each experiment, its numbers, and sentences made from them --------------
+
+def experiment_codes(stage, name: str, exp: dict, checkpoint=None, code_length: int | None = None):
+    """(sigmoid codes, lab, GRM, attribute names or None) of an experiment's test list: the released code file,
+    or codes extracted from `checkpoint` (also written as `<name>_codes.npz/.mat`, the official fields)."""
+    if exp["released_codes"]:
+        c = load_codes(stage.path(exp["released_codes"]))
+        return c["binary_codes"], c["lab"], c["GRM"], None
+    from bitlens.data.imagelist import read_list
+    from bitlens.ibc.extract import extract_codes, save_official
+    from bitlens.ibc.model import build_from_params, load_checkpoint
+
+    ds = stage.params["data"]["imagelists"][exp["dataset"]]
+    model = build_from_params({**exp, **({"code_length": code_length} if code_length else {})}, ds["num_classes"])
+    load_checkpoint(model, checkpoint)
+    test = read_list(stage.path(ds["test"]), ds["format"], ds["num_attributes"])
+    b, lab = extract_codes(model, test, stage.path(ds["root"]), exp["resize"], exp["crop"], stage.device(),
+                           max_samples=exp["max_samples"])
+    grm = model.GRM.detach().cpu().numpy()
+    save_official(stage.dir / f"{name}_codes", b, lab, grm)
+    return b, lab, grm, ds["attribute_names"]
+
+
+def attribute_names(stage, exp: dict, lab, names=None) -> list[str]:
+    """Attribute column names: the dataset's, the generated Shapes world's, or `attribute j`."""
+    if names:
+        return list(names)
+    shapes = stage.params["data"]["shapes"]
+    world = stage.path(shapes["root"]) / "world.json"
+    if exp.get("dataset") == "shapes" and shapes["generate"] and world.exists():
+        return json.loads(world.read_text())["attribute_names"]
+    return [f"attribute {j + 1}" for j in range(np.asarray(lab).shape[1] - 1)]
+
+
+def dissection_bit_groups(stage) -> dict:
+    """{experiment: {concept: [1-based bits]}} from 21_ibc_dissect, or {} when that stage wrote none."""
+    path = stage.results / "21_ibc_dissect" / "bit_groups.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def evaluate_experiment(b, lab, grm, exp: dict, names: list[str], groups: dict, seed: int) -> dict:
+    """Every number of one experiment: `evaluate_codes`, the random-code baseline, attribute mAP by name, and
+    customized retrieval of the first target attribute that the dissection tied to some bits."""
+    r = evaluate_codes(b, lab, grm, exp["expert_bits"], exp["mis_max_num"], seed=seed)
+    B = binarize_sigmoid(b)
+    lab = np.asarray(lab)
+    r["random_class_map"] = metrics.class_map(random_codes_like(B, seed), class_labels(lab))
+    r["attribute_map"] = dict(zip(names, r["attribute_map"]))
+    r["customized"] = None
+    for target in exp["target_attributes"]:
+        if target not in names:
+            continue
+        # dissection labels naming this attribute (Broden adds -c / -s suffixes to colours / scenes)
+        single = [[bit - 1] for concept, bits in groups.items() if concept.split("-")[0] == target for bit in bits]
+        if single:
+            r["customized"] = {"attribute": target,
+                               **customized_retrieval(B, lab[:, 1:], names.index(target), single, seed)}
+            break
+    r["dataset"] = exp.get("dataset") or "released"
+    return r
+
+
+def customized_sentence(name: str, c: dict) -> str:
+    """What customized retrieval measured, from its numbers: the bits, that they were chosen on the evaluation
+    set itself, and how they compare with random bits of the same number and with all bits."""
+    def cmp(a, b) -> str:
+        return "above" if a > b else "below" if a < b else "equal to"
+
+    return (f"{name}: customized retrieval of '{c['attribute']}' on bits {', '.join(map(str, c['bits']))} — the best "
+            f"of {c['combinations']} bit-group combinations, chosen on the evaluation set itself as the authors do "
+            f"(an upper bound, not a held-out result): mAP {c['map']:.4f}, {cmp(c['map'], c['random_map'])} "
+            f"{len(c['bits'])} random bits ({c['random_map']:.4f}) and {cmp(c['map'], c['all_bits_map'])} all bits "
+            f"({c['all_bits_map']:.4f}).")
+
+
+def sweep_iterations(ibc: dict, trained: dict) -> dict[int, int]:
+    """{code length: training iterations} of the code-length sweep: as recorded by 20_ibc_train
+    (`sweep_iterations`), else as the params set them (the main length trains for its experiment's
+    iterations, the others for `ibc.sweep.iterations`)."""
+    recorded = (trained or {}).get("sweep_iterations")
+    if recorded:
+        return {int(k): int(v) for k, v in recorded.items()}
+    sw = ibc["sweep"]
+    base = ibc["experiments"][sw["experiment"]]
+    return {int(K): int(base["iterations"] if K == base["code_length"] else sw["iterations"])
+            for K in sorted(set(sw["code_lengths"]))}
+
+
+def sweep_caption(iterations: dict[int, int], source: str) -> str:
+    per = ", ".join(f"{K} bits: {n}" for K, n in sorted(iterations.items()))
+    same = len(set(iterations.values())) == 1
+    return (f"Code-length sweep: class and expert-bit mAP per code length. Training iterations per length ({source}): "
+            f"{per}" + (" — the same for every length." if same else
+                        " — not the same for every length, so the lengths are not compared at equal training."))
+
+
 def _int_at_least(lo: int, what: str):
     def parse(text: str) -> int:
         try:
@@ -106,7 +201,7 @@ def _int_at_least(lo: int, what: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
+    ap = cli.parser(PROG, __doc__)
     ap.add_argument("--codes", required=True,
                     help=".mat or .npz code file with fields binary_codes (sigmoid outputs or ±1), lab (class "
                          "label in column 0, attributes after it) and optionally GRM")
@@ -123,11 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _json_value(v):
+def json_safe(v):
+    """NaN → None (JSON null), through lists and dicts."""
     if isinstance(v, float) and math.isnan(v):
         return None
-    if isinstance(v, list):
-        return [_json_value(x) for x in v]
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
     return v
 
 
@@ -162,11 +260,10 @@ def main(argv=None) -> int:
         res = evaluate_codes(c["binary_codes"], c["lab"], c["GRM"], args.expert_bits, args.mis_max_num, args.seed,
                              mis=not args.no_mis, source=str(args.codes))
     except (FileNotFoundError, ValueError) as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(PROG, str(e))
     if args.json:
         keys = ("class_map", "expert_bit_map", "attribute_map", "mis_knn", "mis_discrete")
-        print(json.dumps({k: _json_value(res[k]) for k in keys}))
+        print(json.dumps({k: json_safe(res[k]) for k in keys}))
     else:
         print(format_table(res))
     return 0
