@@ -187,6 +187,19 @@ def test_an_interrupted_run_resumes_to_the_same_head(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_torchrun_command_reproduces_the_settings():
+    train = {"epochs": 3, "lr": 0.02, "lr_step_epoch": 2, "gamma": 0.5, "momentum": 0.8, "nesterov": False,
+             "weight_decay": 0.0, "clip_grad": 1.0, "batch_size": 64, "tau": 0.1, "hard_k": 2, "seed": 7, "amp": False,
+             "nproc": 2}
+    cmd = compat.torchrun_command(2, "new", "out", HeadConfig(32, 16, 2, 64, 1), train, 0.5, "old", "old/best.pth",
+                                  fresh=True)
+    assert cmd[cmd.index("-m") + 1] == "torch.distributed.run" and "--nproc_per_node=2" in cmd
+    args = compat.parser().parse_args(cmd[cmd.index("bitlens.bebr.compat") + 1:])
+    assert (args.new_features, args.old_features, args.old_head, args.out) == ("new", "old", "old/best.pth", "out")
+    assert (args.weight, args.out_dim, args.u, args.hidden, args.blocks, args.fresh) == (0.5, 16, 2, 64, 1, True)
+    assert {k: getattr(args, k) for k in train if k != "nproc"} == {k: v for k, v in train.items() if k != "nproc"}
+
+
 # -- torchrun ----------------------------------------------------------------------------
 
 DDP_SCRIPT = """

@@ -352,12 +352,13 @@ def bct_verdict(rows: list[dict], ks=(1, 5, 10)) -> dict:
 
 # -- the new encoder version ----------------------------------------------------------------
 
-def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict, seed: int, device: str) -> str:
+def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict, seed: int, device: str,
+                         force: bool = False) -> str:
     """The new encoder's features in the official file roles under `out_dir`, the same pairs in the same order
     as 10_bebr_features; recomputed only when their inputs change. Returns the weights used.
 
     `enc` is params `bebr.compat.encoder`: an open_clip model with a pretrained tag or a local weights file, or
-    (`train_tiny`) a second bitlens-tiny-vit CLIP trained here from another seed.
+    (`train_tiny`) a second bitlens-tiny-vit CLIP trained here from another seed. `force` ignores the caches.
     """
     from bitlens import encoders
     from bitlens.data.coco import caption_pairs, first_captions, load_coco_captions
@@ -373,14 +374,14 @@ def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict,
         weights = str(out_dir / "tiny_clip.pt")
         tiny = dict(epochs=enc["tiny_epochs"], batch_size=enc["tiny_batch_size"], lr=enc["tiny_lr"], seed=seed)
         digest = encoders.inputs_digest(captions=caps, images=[str(t.path) for t in train], **tiny)
-        if not encoders.cached(out_dir / "clip", ["done"], digest):
+        if force or not encoders.cached(out_dir / "clip", ["done"], digest):
             encoders.train_tiny_clip([t.path for t in train], caps, idx, weights, device=device, **tiny)
             io.write_text(out_dir / "clip" / "done", weights)
             encoders.mark_cached(out_dir / "clip", digest)
     wdigest = encoders.file_digest(weights) if weights and Path(weights).exists() else weights
     digest = encoders.inputs_digest(model=enc["model"], weights=wdigest, captions=caps, val=first_captions(val),
                                     images=[str(t.path) for t in train + val])
-    if encoders.cached(out_dir, list(FEATURE_FILES), digest):
+    if not force and encoders.cached(out_dir, list(FEATURE_FILES), digest):
         return weights
     model, preprocess, tokenizer = encoders.create_model(enc["model"], weights or None, device)
     kw = dict(device=device, batch_size=enc["batch_size"], num_workers=enc["num_workers"])
@@ -399,28 +400,31 @@ def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict,
 
 
 def torchrun_command(nproc: int, new_dir, out, cfg: HeadConfig, train: dict, weight: float, old_dir=None,
-                     old_head=None) -> list[str]:
+                     old_head=None, fresh: bool = False) -> list[str]:
     """`torchrun -m bitlens.bebr.compat ...` for `nproc` GPUs; `train` holds params bebr.train (nproc ignored)."""
     import sys
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "bitlens.bebr.compat",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+           "bitlens.bebr.compat",
            "--new-features", str(new_dir), "--out", str(out), "--weight", str(weight), "--out-dim", str(cfg.out_dim),
            "--u", str(cfg.u), "--hidden", str(cfg.hidden), "--blocks", str(cfg.blocks)]
     if weight > 0:
         cmd += ["--old-features", str(old_dir), "--old-head", str(old_head)]
     for k, v in train.items():
         if k != "nproc":
-            cmd += [f"--{k.replace('_', '-')}", str(v)]
-    return cmd
+            cmd += [f"--{k.replace('_', '-')}", str(v).lower() if isinstance(v, bool) else str(v)]
+    return cmd + (["--fresh"] if fresh else [])
 
 
 # -- CLI (torchrun target) -------------------------------------------------------------------
 
-def main(argv=None) -> int:
+PROG = "python -m bitlens.bebr.compat"
+
+
+def parser():
     from bitlens import cli
 
-    prog = "python -m bitlens.bebr.compat"
-    ap = cli.parser(prog, __doc__)
+    ap = cli.parser(PROG, __doc__)
     ap.add_argument("--new-features", required=True, help="folder with the new version's feature files")
     ap.add_argument("--old-features", help="folder with the old version's feature files (weight > 0)")
     ap.add_argument("--old-head", help="the old head's checkpoint, best.pth of 11_bebr_train (weight > 0)")
@@ -441,7 +445,14 @@ def main(argv=None) -> int:
                             help=f"TrainOptions.{f.name}")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     ap.add_argument("--fresh", action="store_true", help="start from scratch (an earlier run is moved aside)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    from bitlens import cli
+
+    prog = PROG
+    args = parser().parse_args(argv)
     world = distributed.world_from_env()
     try:
         new = load_features(args.new_features)
