@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +32,9 @@ import torch
 from bitlens import checkpoint, distributed, io
 from bitlens.bebr.heads import HeadConfig, RBEHead
 from bitlens.bebr.loss import _direction, rbe_loss
-from bitlens.bebr.sampler import PairBatches, split_pairs
-from bitlens.bebr.train import FEATURE_FILES, TrainOptions, embed, load_features, param_groups
+from bitlens.bebr.sampler import PairBatches, interleave_pairs, split_pairs
+from bitlens.bebr.train import (FEATURE_FILES, TrainOptions, autocast, embed, head_flags, load_features, option_flags,
+                                param_groups, run_settings)
 from bitlens.progress import progress
 
 HEAD_FILE = "head.pth"
@@ -159,8 +159,9 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
     if pairs.b % world.size:
         raise ValueError(f"batch of {pairs.b} pairs does not split over {world.size} ranks")
     local = pairs.b // world.size
-    settings = {"config": asdict(cfg), "weight": weight, "old_head": _state_digest(old_head) if weight > 0 else None,
-                "options": {k: v for k, v in asdict(opts).items() if k not in ("device", "epochs")}}
+    scaler = torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=opts.amp)
+    settings = {**run_settings(cfg, opts), "weight": weight,
+                "old_head": _state_digest(old_head) if weight > 0 else None}
     history = {"epoch": [], "loss": [], "val_r1": [], "val_cross_r1": [], "seconds": []}
     st = checkpoint.open_run(out_dir, settings, opts.epochs, world, fresh, ARTIFACTS, "epochs", say)
     start = 0
@@ -171,11 +172,10 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
             return history
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
+        scaler.load_state_dict(st["scaler"])
         checkpoint.restore_rng(st, world)
     model = distributed.wrap(head, world, device)
     img_t, txt_t, lab_t = torch.from_numpy(img), torch.from_numpy(txt), torch.from_numpy(lab.astype(np.int64))
-    amp = opts.amp and device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     offset = world.rank * local
     for epoch in range(start, opts.epochs):
         model.train()
@@ -185,18 +185,17 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
             mine = idx[offset:offset + local]
             a, b, y = img_t[mine].to(device), txt_t[mine].to(device), lab_t[mine].to(device)
             y_all = lab_t[idx].to(device)
-            with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.float16,
-                                enabled=amp):
+            with autocast(device, opts.amp):
                 h = model(torch.cat([a, b], 0))
-                h1, h2 = h[:local].float(), h[local:].float()
-                if world.distributed:
-                    loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k, distributed.gather_cat(h1),
-                                    distributed.gather_cat(h2), y_all, offset=offset)
-                else:
-                    loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k)
-                if weight > 0:
-                    loss = loss + weight * compat_loss(h1, h2, old_img_c[idx].to(device), old_txt_c[idx].to(device),
-                                                       y, opts.tau, opts.hard_k, y_all, offset=offset)
+            h1, h2 = h[:local].float(), h[local:].float()  # the losses run in float32
+            if world.distributed:
+                loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k, distributed.gather_cat(h1),
+                                distributed.gather_cat(h2), y_all, offset=offset)
+            else:
+                loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k)
+            if weight > 0:
+                loss = loss + weight * compat_loss(h1, h2, old_img_c[idx].to(device), old_txt_c[idx].to(device),
+                                                   y, opts.tau, opts.hard_k, y_all, offset=offset)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -222,7 +221,7 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
             io.save_npy(out_dir / "feat_txt.npy", vt)
             io.write_json(out_dir / "history.json", history)
         checkpoint.save_state(out_dir, settings, epoch + 1, opts.epochs, world, optimizer=opt.state_dict(),
-                              scheduler=sched.state_dict(), history=history)
+                              scheduler=sched.state_dict(), scaler=scaler.state_dict(), history=history)
     distributed.barrier(world)
     return history
 
@@ -386,11 +385,10 @@ def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict,
     model, preprocess, tokenizer = encoders.create_model(enc["model"], weights or None, device)
     kw = dict(device=device, batch_size=enc["batch_size"], num_workers=enc["num_workers"])
     img = encoders.image_features(model, preprocess, [t.path for t in train], desc="new train images", **kw)
-    pairs = np.empty((2 * len(caps), img.shape[1]), np.float32)
-    pairs[0::2] = img[idx]
-    pairs[1::2] = encoders.text_features(model, tokenizer, caps, device=device, desc="new train captions")
+    pairs, labels = interleave_pairs(img, encoders.text_features(model, tokenizer, caps, device=device,
+                                                                 desc="new train captions"), idx)
     io.save_npy(out_dir / "train_feat.npy", pairs)
-    io.save_npy(out_dir / "train_label.npy", np.repeat(np.asarray(idx, np.int64), 2))
+    io.save_npy(out_dir / "train_label.npy", labels)
     io.save_npy(out_dir / "val_img.npy", encoders.image_features(model, preprocess, [t.path for t in val],
                                                                  desc="new val images", **kw))
     io.save_npy(out_dir / "val_txt.npy", encoders.text_features(model, tokenizer, first_captions(val), device=device,
@@ -399,21 +397,17 @@ def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict,
     return weights
 
 
-def torchrun_command(nproc: int, new_dir, out, cfg: HeadConfig, train: dict, weight: float, old_dir=None,
+def torchrun_command(nproc: int, new_dir, out, cfg: HeadConfig, opts: TrainOptions, weight: float, old_dir=None,
                      old_head=None, fresh: bool = False) -> list[str]:
-    """`torchrun -m bitlens.bebr.compat ...` for `nproc` GPUs; `train` holds params bebr.train (nproc ignored)."""
+    """The `torchrun` command that trains one new head on `nproc` processes with exactly these settings."""
     import sys
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
-           "bitlens.bebr.compat",
-           "--new-features", str(new_dir), "--out", str(out), "--weight", str(weight), "--out-dim", str(cfg.out_dim),
-           "--u", str(cfg.u), "--hidden", str(cfg.hidden), "--blocks", str(cfg.blocks)]
-    if weight > 0:
-        cmd += ["--old-features", str(old_dir), "--old-head", str(old_head)]
-    for k, v in train.items():
-        if k != "nproc":
-            cmd += [f"--{k.replace('_', '-')}", str(v).lower() if isinstance(v, bool) else str(v)]
-    return cmd + (["--fresh"] if fresh else [])
+    if nproc < 2:
+        raise ValueError(f"nproc = {nproc}: torchrun is for 2 or more processes; train in this process instead")
+    old = ["--old-features", str(old_dir), "--old-head", str(old_head)] if weight > 0 else []
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+            "bitlens.bebr.compat", "--new-features", str(new_dir), "--out", str(out), "--weight", str(weight), *old,
+            "--device", opts.device, *head_flags(cfg), *option_flags(opts), *(["--fresh"] if fresh else [])]
 
 
 # -- CLI (torchrun target) -------------------------------------------------------------------
