@@ -1,6 +1,6 @@
 """Backward-compatible BEBR heads: a new version whose query codes search a gallery indexed by the old head.
 
-    python -m bitlens.bebr.compat --new-features DIR --old-features DIR --old-head best.pth --out DIR [...]
+    python -m bitlens.bebr.compat --new-features DIR --old-features DIR --old-head checkpoint.pth --out DIR [...]
 
 The new head φ_n (on new-encoder features, or on the old features with another bit budget)
 is trained with the usual embedding-to-embedding loss plus a compatibility term against
@@ -73,8 +73,8 @@ def load_head(path, in_dim: int | None = None) -> RBEHead:
 
 
 def head_checkpoint(folder) -> Path:
-    """The trained head in a folder of 11_bebr_train: best.pth where the trainer keeps a best epoch, else the
-    last epoch's checkpoint.pth."""
+    """The trained head in a folder of 11_bebr_train: best.pth where an earlier trainer kept a best epoch (the
+    current one moves such files aside), else checkpoint.pth, the reported last epoch."""
     folder = Path(folder)
     for name in ("best.pth", "checkpoint.pth"):
         if (folder / name).exists():
@@ -421,7 +421,7 @@ def parser():
     ap = cli.parser(PROG, __doc__)
     ap.add_argument("--new-features", required=True, help="folder with the new version's feature files")
     ap.add_argument("--old-features", help="folder with the old version's feature files (weight > 0)")
-    ap.add_argument("--old-head", help="the old head's checkpoint, best.pth of 11_bebr_train (weight > 0)")
+    ap.add_argument("--old-head", help="the old head's checkpoint in 11_bebr_train/<head>/ (weight > 0)")
     ap.add_argument("--out", required=True, help="output folder (head.pth, codes, history, train_state.pt)")
     ap.add_argument("--weight", type=float, default=1.0, help="λ of the compatibility term (0: independent head)")
     ap.add_argument("--out-dim", type=int, help="new head dims (default: the old head's)")
