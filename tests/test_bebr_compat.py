@@ -147,7 +147,7 @@ def test_compatible_head_searches_the_old_index_and_the_independent_head_does_no
     cfg = HeadConfig(16, 16, 1, 0, 1)
     opts = TrainOptions(epochs=4, batch_size=200, lr=0.05, lr_step_epoch=3)
     train_head(old_f, cfg, opts, tmp_path / "old", **QUIET)
-    old_head = compat.load_head(tmp_path / "old" / "best.pth", in_dim=16)
+    old_head = compat.load_head(compat.head_checkpoint(tmp_path / "old"), in_dim=16)
     hist = compat.train_compatible(new_f, cfg, opts, tmp_path / "c", old_head=old_head, old_feats=old_f, weight=1.0,
                                    **QUIET)
     compat.train_compatible(new_f, cfg, opts, tmp_path / "i", weight=0.0, **QUIET)
@@ -185,6 +185,20 @@ def test_an_interrupted_run_resumes_to_the_same_head(tmp_path):
     a = torch.load(tmp_path / "a" / compat.HEAD_FILE, weights_only=False)["state_dict"]
     b = torch.load(tmp_path / "b" / compat.HEAD_FILE, weights_only=False)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchrun_command_reproduces_the_settings():
+    opts = TrainOptions(epochs=3, lr=0.02, lr_step_epoch=2, gamma=0.5, momentum=0.8, nesterov=False, weight_decay=0.0,
+                        clip_grad=1.0, batch_size=64, tau=0.1, hard_k=2, seed=7, amp=True)
+    cmd = compat.torchrun_command(2, "new", "out", HeadConfig(32, 16, 2, 64, 1), opts, 0.5, "old", "old/best.pth",
+                                  fresh=True)
+    assert cmd[cmd.index("-m") + 1] == "torch.distributed.run" and "--nproc_per_node=2" in cmd
+    args = compat.parser().parse_args(cmd[cmd.index("bitlens.bebr.compat") + 1:])
+    assert (args.new_features, args.old_features, args.old_head, args.out) == ("new", "old", "old/best.pth", "out")
+    assert (args.weight, args.out_dim, args.u, args.hidden, args.blocks, args.fresh) == (0.5, 16, 2, 64, 1, True)
+    assert TrainOptions(**{k: getattr(args, k) for k in TrainOptions.__dataclass_fields__}) == opts
+    with pytest.raises(ValueError, match="2 or more"):
+        compat.torchrun_command(1, "new", "out", HeadConfig(32, 16, 2, 64, 1), opts, 0.0)
 
 
 # -- torchrun ----------------------------------------------------------------------------

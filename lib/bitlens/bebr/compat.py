@@ -1,6 +1,6 @@
 """Backward-compatible BEBR heads: a new version whose query codes search a gallery indexed by the old head.
 
-    python -m bitlens.bebr.compat --new-features DIR --old-features DIR --old-head best.pth --out DIR [...]
+    python -m bitlens.bebr.compat --new-features DIR --old-features DIR --old-head checkpoint.pth --out DIR [...]
 
 The new head φ_n (on new-encoder features, or on the old features with another bit budget)
 is trained with the usual embedding-to-embedding loss plus a compatibility term against
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +32,9 @@ import torch
 from bitlens import checkpoint, distributed, io
 from bitlens.bebr.heads import HeadConfig, RBEHead
 from bitlens.bebr.loss import _direction, rbe_loss
-from bitlens.bebr.sampler import PairBatches, split_pairs
-from bitlens.bebr.train import FEATURE_FILES, TrainOptions, embed, load_features, param_groups
+from bitlens.bebr.sampler import PairBatches, interleave_pairs, split_pairs
+from bitlens.bebr.train import (FEATURE_FILES, TrainOptions, autocast, embed, head_flags, load_features, option_flags,
+                                param_groups, run_settings)
 from bitlens.progress import progress
 
 HEAD_FILE = "head.pth"
@@ -73,8 +73,8 @@ def load_head(path, in_dim: int | None = None) -> RBEHead:
 
 
 def head_checkpoint(folder) -> Path:
-    """The trained head in a folder of 11_bebr_train: best.pth where the trainer keeps a best epoch, else the
-    last epoch's checkpoint.pth."""
+    """The trained head in a folder of 11_bebr_train: best.pth where an earlier trainer kept a best epoch (the
+    current one moves such files aside), else checkpoint.pth, the reported last epoch."""
     folder = Path(folder)
     for name in ("best.pth", "checkpoint.pth"):
         if (folder / name).exists():
@@ -159,8 +159,9 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
     if pairs.b % world.size:
         raise ValueError(f"batch of {pairs.b} pairs does not split over {world.size} ranks")
     local = pairs.b // world.size
-    settings = {"config": asdict(cfg), "weight": weight, "old_head": _state_digest(old_head) if weight > 0 else None,
-                "options": {k: v for k, v in asdict(opts).items() if k not in ("device", "epochs")}}
+    scaler = torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=opts.amp)
+    settings = {**run_settings(cfg, opts), "weight": weight,
+                "old_head": _state_digest(old_head) if weight > 0 else None}
     history = {"epoch": [], "loss": [], "val_r1": [], "val_cross_r1": [], "seconds": []}
     st = checkpoint.open_run(out_dir, settings, opts.epochs, world, fresh, ARTIFACTS, "epochs", say)
     start = 0
@@ -171,11 +172,10 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
             return history
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
+        scaler.load_state_dict(st["scaler"])
         checkpoint.restore_rng(st, world)
     model = distributed.wrap(head, world, device)
     img_t, txt_t, lab_t = torch.from_numpy(img), torch.from_numpy(txt), torch.from_numpy(lab.astype(np.int64))
-    amp = opts.amp and device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     offset = world.rank * local
     for epoch in range(start, opts.epochs):
         model.train()
@@ -185,18 +185,17 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
             mine = idx[offset:offset + local]
             a, b, y = img_t[mine].to(device), txt_t[mine].to(device), lab_t[mine].to(device)
             y_all = lab_t[idx].to(device)
-            with torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.float16,
-                                enabled=amp):
+            with autocast(device, opts.amp):
                 h = model(torch.cat([a, b], 0))
-                h1, h2 = h[:local].float(), h[local:].float()
-                if world.distributed:
-                    loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k, distributed.gather_cat(h1),
-                                    distributed.gather_cat(h2), y_all, offset=offset)
-                else:
-                    loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k)
-                if weight > 0:
-                    loss = loss + weight * compat_loss(h1, h2, old_img_c[idx].to(device), old_txt_c[idx].to(device),
-                                                       y, opts.tau, opts.hard_k, y_all, offset=offset)
+            h1, h2 = h[:local].float(), h[local:].float()  # the losses run in float32
+            if world.distributed:
+                loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k, distributed.gather_cat(h1),
+                                distributed.gather_cat(h2), y_all, offset=offset)
+            else:
+                loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k)
+            if weight > 0:
+                loss = loss + weight * compat_loss(h1, h2, old_img_c[idx].to(device), old_txt_c[idx].to(device),
+                                                   y, opts.tau, opts.hard_k, y_all, offset=offset)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -222,7 +221,7 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
             io.save_npy(out_dir / "feat_txt.npy", vt)
             io.write_json(out_dir / "history.json", history)
         checkpoint.save_state(out_dir, settings, epoch + 1, opts.epochs, world, optimizer=opt.state_dict(),
-                              scheduler=sched.state_dict(), history=history)
+                              scheduler=sched.state_dict(), scaler=scaler.state_dict(), history=history)
     distributed.barrier(world)
     return history
 
@@ -352,12 +351,13 @@ def bct_verdict(rows: list[dict], ks=(1, 5, 10)) -> dict:
 
 # -- the new encoder version ----------------------------------------------------------------
 
-def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict, seed: int, device: str) -> str:
+def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict, seed: int, device: str,
+                         force: bool = False) -> str:
     """The new encoder's features in the official file roles under `out_dir`, the same pairs in the same order
     as 10_bebr_features; recomputed only when their inputs change. Returns the weights used.
 
     `enc` is params `bebr.compat.encoder`: an open_clip model with a pretrained tag or a local weights file, or
-    (`train_tiny`) a second bitlens-tiny-vit CLIP trained here from another seed.
+    (`train_tiny`) a second bitlens-tiny-vit CLIP trained here from another seed. `force` ignores the caches.
     """
     from bitlens import encoders
     from bitlens.data.coco import caption_pairs, first_captions, load_coco_captions
@@ -373,23 +373,22 @@ def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict,
         weights = str(out_dir / "tiny_clip.pt")
         tiny = dict(epochs=enc["tiny_epochs"], batch_size=enc["tiny_batch_size"], lr=enc["tiny_lr"], seed=seed)
         digest = encoders.inputs_digest(captions=caps, images=[str(t.path) for t in train], **tiny)
-        if not encoders.cached(out_dir / "clip", ["done"], digest):
+        if force or not encoders.cached(out_dir / "clip", ["done"], digest):
             encoders.train_tiny_clip([t.path for t in train], caps, idx, weights, device=device, **tiny)
             io.write_text(out_dir / "clip" / "done", weights)
             encoders.mark_cached(out_dir / "clip", digest)
     wdigest = encoders.file_digest(weights) if weights and Path(weights).exists() else weights
     digest = encoders.inputs_digest(model=enc["model"], weights=wdigest, captions=caps, val=first_captions(val),
                                     images=[str(t.path) for t in train + val])
-    if encoders.cached(out_dir, list(FEATURE_FILES), digest):
+    if not force and encoders.cached(out_dir, list(FEATURE_FILES), digest):
         return weights
     model, preprocess, tokenizer = encoders.create_model(enc["model"], weights or None, device)
     kw = dict(device=device, batch_size=enc["batch_size"], num_workers=enc["num_workers"])
     img = encoders.image_features(model, preprocess, [t.path for t in train], desc="new train images", **kw)
-    pairs = np.empty((2 * len(caps), img.shape[1]), np.float32)
-    pairs[0::2] = img[idx]
-    pairs[1::2] = encoders.text_features(model, tokenizer, caps, device=device, desc="new train captions")
+    pairs, labels = interleave_pairs(img, encoders.text_features(model, tokenizer, caps, device=device,
+                                                                 desc="new train captions"), idx)
     io.save_npy(out_dir / "train_feat.npy", pairs)
-    io.save_npy(out_dir / "train_label.npy", np.repeat(np.asarray(idx, np.int64), 2))
+    io.save_npy(out_dir / "train_label.npy", labels)
     io.save_npy(out_dir / "val_img.npy", encoders.image_features(model, preprocess, [t.path for t in val],
                                                                  desc="new val images", **kw))
     io.save_npy(out_dir / "val_txt.npy", encoders.text_features(model, tokenizer, first_captions(val), device=device,
@@ -398,32 +397,31 @@ def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict,
     return weights
 
 
-def torchrun_command(nproc: int, new_dir, out, cfg: HeadConfig, train: dict, weight: float, old_dir=None,
-                     old_head=None) -> list[str]:
-    """`torchrun -m bitlens.bebr.compat ...` for `nproc` GPUs; `train` holds params bebr.train (nproc ignored)."""
+def torchrun_command(nproc: int, new_dir, out, cfg: HeadConfig, opts: TrainOptions, weight: float, old_dir=None,
+                     old_head=None, fresh: bool = False) -> list[str]:
+    """The `torchrun` command that trains one new head on `nproc` processes with exactly these settings."""
     import sys
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "bitlens.bebr.compat",
-           "--new-features", str(new_dir), "--out", str(out), "--weight", str(weight), "--out-dim", str(cfg.out_dim),
-           "--u", str(cfg.u), "--hidden", str(cfg.hidden), "--blocks", str(cfg.blocks)]
-    if weight > 0:
-        cmd += ["--old-features", str(old_dir), "--old-head", str(old_head)]
-    for k, v in train.items():
-        if k != "nproc":
-            cmd += [f"--{k.replace('_', '-')}", str(v)]
-    return cmd
+    if nproc < 2:
+        raise ValueError(f"nproc = {nproc}: torchrun is for 2 or more processes; train in this process instead")
+    old = ["--old-features", str(old_dir), "--old-head", str(old_head)] if weight > 0 else []
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+            "bitlens.bebr.compat", "--new-features", str(new_dir), "--out", str(out), "--weight", str(weight), *old,
+            "--device", opts.device, *head_flags(cfg), *option_flags(opts), *(["--fresh"] if fresh else [])]
 
 
 # -- CLI (torchrun target) -------------------------------------------------------------------
 
-def main(argv=None) -> int:
+PROG = "python -m bitlens.bebr.compat"
+
+
+def parser():
     from bitlens import cli
 
-    prog = "python -m bitlens.bebr.compat"
-    ap = cli.parser(prog, __doc__)
+    ap = cli.parser(PROG, __doc__)
     ap.add_argument("--new-features", required=True, help="folder with the new version's feature files")
     ap.add_argument("--old-features", help="folder with the old version's feature files (weight > 0)")
-    ap.add_argument("--old-head", help="the old head's checkpoint, best.pth of 11_bebr_train (weight > 0)")
+    ap.add_argument("--old-head", help="the old head's checkpoint in 11_bebr_train/<head>/ (weight > 0)")
     ap.add_argument("--out", required=True, help="output folder (head.pth, codes, history, train_state.pt)")
     ap.add_argument("--weight", type=float, default=1.0, help="λ of the compatibility term (0: independent head)")
     ap.add_argument("--out-dim", type=int, help="new head dims (default: the old head's)")
@@ -441,7 +439,14 @@ def main(argv=None) -> int:
                             help=f"TrainOptions.{f.name}")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     ap.add_argument("--fresh", action="store_true", help="start from scratch (an earlier run is moved aside)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    from bitlens import cli
+
+    prog = PROG
+    args = parser().parse_args(argv)
     world = distributed.world_from_env()
     try:
         new = load_features(args.new_features)
