@@ -177,7 +177,8 @@ def test_command_line_trains_a_profile_experiment(image_list, tmp_path, capsys):
     sets = [f"data.imagelists.shapes.root={root}", f"data.imagelists.shapes.train={root / 'train.txt'}",
             "data.imagelists.shapes.num_attributes=1", "data.imagelists.shapes.num_classes=3"]
     exp = {"iterations": 2, "batch_size": 8, "checkpoint_every": 2, "resize": 36, "crop": 32, "code_length": 8,
-           "width": 8, "hidden": 16, "num_workers": 0}
+           "width": 8, "hidden": 16, "num_workers": 0,
+           "backbone_weights": ""}  # the tiny profile's in-kit pretrained backbone is not built here
     sets += [f"ibc.experiments.shapes.{k}={v}" for k, v in exp.items()]
     args = ["--profile", "tiny", "--experiment", "shapes", "--out", str(tmp_path), "--device", "cpu"]
     args += sum((["--set", s] for s in sets), [])

@@ -51,7 +51,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("23_bit_browser", ("21_ibc_dissect", "22_ibc_eval"), "dissect", "IBC: bit browser widget",
               reads=("data.imagelists", "data.broden", "data.shapes", "ibc.experiments", "dissect"),
               ignores=_IBC_EVAL_ONLY),
-    StageSpec("90_report", ("12_bebr_eval", "22_ibc_eval", "21_ibc_dissect"), None, "Reproduction report",
+    StageSpec("90_report", ("12_bebr_eval", "13_bebr_compat", "21_ibc_dissect", "22_ibc_eval"), None, "Reproduction report",
               reads=("seed", "report")),
 )
 
