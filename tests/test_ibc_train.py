@@ -214,3 +214,17 @@ def test_extracted_lab_keeps_missing_attributes_as_2(tmp_path):
     b, lab = extract_codes(model(), lst, tmp_path, 36, 32, batch_size=2)
     assert b.shape == (3, 8) and ((b > 0) & (b < 1)).all()
     np.testing.assert_array_equal(lab, [[0, 1, 2], [1, 0, 1], [99999, 2, 0]])
+
+
+def test_sweep_plan_trains_other_lengths_as_long_as_asked_and_reuses_the_main_model():
+    from bitlens.ibc.train import sweep_plan
+
+    base = {"code_length": 32, "iterations": 300, "checkpoint_every": 100, "lr": 1e-3}
+    ibc = {"experiments": {"shapes": base}, "sweep": {"experiment": "shapes", "code_lengths": [64, 16, 32, 16],
+                                                      "iterations": 300}}
+    plan = sweep_plan(ibc)
+    assert list(plan) == [16, 32, 64] and plan[32] is None
+    assert plan[16] == {**base, "code_length": 16, "checkpoint_every": 300}
+    assert sweep_plan({**ibc, "sweep": {**ibc["sweep"], "experiment": ""}}) == {}
+    with pytest.raises(ValueError, match="ibc.sweep.experiment = 'nope'"):
+        sweep_plan({**ibc, "sweep": {**ibc["sweep"], "experiment": "nope"}})
