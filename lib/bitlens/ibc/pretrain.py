@@ -19,10 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bitlens.data import shapes
+from bitlens.ibc.train import IMAGENET_MEAN, IMAGENET_STD  # the IBC trainer's normalisation
 from bitlens.progress import progress
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HEADS = {"shape": len(shapes.SHAPES) + 1, "color": len(shapes.COLOR_NAMES) + 1,
          "texture": len(shapes.TEXTURES) + 1}  # + 1: background
 
