@@ -160,11 +160,12 @@ def customized_sentence(name: str, c: dict) -> str:
     def cmp(a, b) -> str:
         return "above" if a > b else "below" if a < b else "equal to"
 
-    return (f"{name}: customized retrieval of '{c['attribute']}' on bits {', '.join(map(str, c['bits']))} — the best "
-            f"of {c['combinations']} bit-group combinations, chosen on the evaluation set itself as the authors do "
-            f"(an upper bound, not a held-out result): mAP {c['map']:.4f}, {cmp(c['map'], c['random_map'])} "
-            f"{len(c['bits'])} random bits ({c['random_map']:.4f}) and {cmp(c['map'], c['all_bits_map'])} all bits "
-            f"({c['all_bits_map']:.4f}).")
+    n = len(c["bits"])
+    return (f"{name}: customized retrieval of '{c['attribute']}' on bit{'s' if n > 1 else ''} "
+            f"{', '.join(map(str, c['bits']))} — the best of {c['combinations']} bit-group combinations, chosen on "
+            f"the evaluation set itself as the authors do (an upper bound, not a held-out result): mAP {c['map']:.4f}, "
+            f"{cmp(c['map'], c['random_map'])} {n} random bit{'s' if n > 1 else ''} ({c['random_map']:.4f}) and "
+            f"{cmp(c['map'], c['all_bits_map'])} all bits ({c['all_bits_map']:.4f}).")
 
 
 def sweep_iterations(ibc: dict, trained: dict) -> dict[int, int]:
