@@ -65,6 +65,7 @@ def test_pretrain_experiments_only_fills_weights_files_inside_the_generated_worl
     assert list(out) == ["mine"] and list(seen) == ["w.pt"]
     features, kw = seen["w.pt"]
     assert features[0].out_channels == 8  # small_features(width=16)
-    assert kw == {"world_seed": 3, "image_size": 64, "max_objects": 2, "n_images": 50, "seed": 7}
+    assert kw == {"world_seed": 3, "image_size": 64, "max_objects": 2, "n_images": 50, "seed": 7,
+                  "background_weight": 0.1}
     params["data"]["shapes"]["generate"] = False
     assert pretrain.pretrain_experiments(params, tmp_path, log=lambda *_: None) == {}

@@ -69,12 +69,16 @@ def _targets_at(maps: torch.Tensor, size: int) -> torch.Tensor:
     return maps[:, centres][:, :, centres]
 
 
-def concept_loss(features: nn.Module, heads: ConceptHeads, x, maps: dict, scene) -> tuple[torch.Tensor, dict]:
-    """Sum of the per-cell cross-entropies (shape, colour, texture) and the scene cross-entropy."""
+def concept_loss(features: nn.Module, heads: ConceptHeads, x, maps: dict, scene,
+                 background_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """Sum of the per-cell cross-entropies (shape, colour, texture; background cells weighted by
+    `background_weight`, since most cells are background) and the scene cross-entropy."""
     feat = features(x)
     pix, sc = heads(feat)
     size = feat.shape[-1]
-    losses = {k: F.cross_entropy(pix[k], _targets_at(maps[k], size)) for k in HEADS}
+    losses = {k: F.cross_entropy(pix[k], _targets_at(maps[k], size),
+                                 weight=torch.tensor([background_weight] + [1.0] * (n - 1)))
+              for k, n in HEADS.items()}
     losses["scene"] = F.cross_entropy(sc, scene)
     return sum(losses.values()), {k: float(v.detach()) for k, v in losses.items()}
 
@@ -101,7 +105,7 @@ def concept_accuracy(features: nn.Module, heads: ConceptHeads, data: ConceptSet,
 
 def pretrain_backbone(features: nn.Module, world_seed: int = 0, n_images: int = 2000, steps: int = 240,
                       batch_size: int = 64, lr: float = 3e-3, seed: int = 0, image_size: int = 64,
-                      max_objects: int = 3, n_val: int = 200) -> dict:
+                      max_objects: int = 3, n_val: int = 200, background_weight: float = 1.0) -> dict:
     """Train `features` (a small_features() module) to predict the concept maps; returns {'state_dict': the
     backbone's weights, 'accuracy': held-out accuracy per head (Shapes 'val' images), 'loss': last losses}.
     Deterministic for a given seed on CPU."""
@@ -122,7 +126,7 @@ def pretrain_backbone(features: nn.Module, world_seed: int = 0, n_images: int = 
         flip = torch.rand(batch_size, generator=g) < 0.5  # mirror half the batch (the IBC trainer flips too)
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         maps = {k: torch.where(flip[:, None, None], v[idx].flip(-1), v[idx]) for k, v in train.maps.items()}
-        loss, last = concept_loss(features, heads, x, maps, train.scene[idx])
+        loss, last = concept_loss(features, heads, x, maps, train.scene[idx], background_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -185,7 +189,7 @@ def pretrain_experiments(params: dict, root=None, log=print) -> dict:
         width = exp.get("width") or 64
         out[name] = ensure_pretrained(path, lambda: small_features(width), world_seed=S["seed"],
                                       image_size=S["image_size"], max_objects=S["max_objects"],
-                                      n_images=S["n_train"], seed=exp["seed"])
+                                      n_images=S["n_train"], seed=exp["seed"], background_weight=0.1)
         log(f"{name}: backbone pretrained on the Shapes concept maps → {path.name}; held-out accuracy "
             + ", ".join(f"{k} {v:.2f}" for k, v in out[name]["accuracy"].items()))
     return out
