@@ -248,3 +248,23 @@ def test_torchrun_two_processes_give_the_single_process_parameters(tmp_path):
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6)
     assert h2["loss"] == pytest.approx(h1["loss"], rel=1e-5)
+
+
+def test_continuing_the_old_tiny_clip_needs_its_weights_file(tmp_path):
+    import json as _json
+
+    from PIL import Image
+
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "val2017").mkdir()
+    Image.new("RGB", (10, 8), (200, 0, 0)).save(root / "val2017" / "000000000007.jpg")
+    (root / "annotations" / "captions_val2017.json").write_text(_json.dumps({
+        "images": [{"id": 7, "file_name": "000000000007.jpg", "height": 8, "width": 10}],
+        "annotations": [{"id": 1, "image_id": 7, "caption": "a red field"}]}))
+    enc = {"model": "bitlens-tiny-vit", "pretrained": "", "weights": "", "train_tiny": True, "init_from_old": True,
+           "tiny_epochs": 1, "tiny_batch_size": 2, "tiny_lr": 1e-3, "batch_size": 4, "num_workers": 0}
+    with pytest.raises(FileNotFoundError, match="init_from_old"):
+        compat.new_version_features(tmp_path / "new", root, ("val2017", "val2017"), enc, 1, "cpu",
+                                    old_weights=tmp_path / "missing.pt")
+    assert not (tmp_path / "new" / "tiny_clip.pt").exists()

@@ -54,6 +54,33 @@ def test_train_tiny_clip_saves_weights_that_load_as_a_local_file(tmp_path):
         torch.testing.assert_close(v, ref[k])
 
 
+def test_train_tiny_clip_continues_from_init_weights_deterministically(tmp_path):
+    paths = _images(tmp_path, n=4)
+    caps = [f"caption {i}" for i in range(8)]
+    idx = [0, 0, 1, 1, 2, 2, 3, 3]
+    quiet = dict(batch_size=8, log=lambda *_: None)
+    old = torch.load(encoders.train_tiny_clip(paths, caps, idx, tmp_path / "old.pt", epochs=1, seed=0, **quiet))
+    # a vanishing learning rate leaves the start in place: the continued model is the old one, not a fresh init
+    kept = torch.load(encoders.train_tiny_clip(paths, caps, idx, tmp_path / "kept.pt", epochs=1, lr=1e-12, seed=1,
+                                               init_weights=tmp_path / "old.pt", **quiet))
+    fresh = torch.load(encoders.train_tiny_clip(paths, caps, idx, tmp_path / "fresh.pt", epochs=1, lr=1e-12, seed=1,
+                                                **quiet))
+    for k in old:
+        torch.testing.assert_close(kept[k], old[k])
+    assert any(not torch.allclose(fresh[k].float(), old[k].float()) for k in old)
+    # a real continuation (enough steps for the one-cycle schedule to leave its floor) moves away from the start,
+    # identically for the same seed
+    runs = [torch.load(encoders.train_tiny_clip(paths, caps, idx, tmp_path / f"c{i}.pt", epochs=3, seed=1,
+                                                init_weights=tmp_path / "old.pt", batch_size=4, log=lambda *_: None))
+            for i in range(2)]
+    assert any(not torch.allclose(runs[0][k].float(), old[k].float()) for k in old)
+    for k in old:
+        torch.testing.assert_close(runs[0][k], runs[1][k], rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="no-such.pt"):
+        encoders.train_tiny_clip(paths, caps, idx, tmp_path / "x.pt", epochs=1, init_weights=tmp_path / "no-such.pt",
+                                 **quiet)
+
+
 def test_cache_is_hit_only_for_unchanged_inputs(tmp_path):
     w = tmp_path / "w.bin"
     w.write_bytes(b"abc")

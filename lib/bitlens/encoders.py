@@ -98,10 +98,12 @@ def text_features(model, tokenizer, texts, device: str = "cpu", batch_size: int 
 
 def train_tiny_clip(paths, captions, image_index, out_path, *, epochs: int = 6, batch_size: int = 128,
                     lr: float = 1e-3, seed: int = 0, device: str = "cpu", quick_gelu: bool = False,
-                    log=print) -> Path:
+                    init_weights=None, log=print) -> Path:
     """Train `bitlens-tiny-vit` contrastively on (image, caption) pairs; saves an open_clip state dict.
 
     `image_index[j]` is the image of caption j. Each epoch visits every caption once; images are decoded once.
+    `init_weights`: a state dict file of this model (e.g. an earlier run's output) to continue from instead of a
+    random start; the optimizer and its schedule start afresh, `seed` still orders the batches.
     """
     import open_clip
     from open_clip.loss import ClipLoss
@@ -111,6 +113,11 @@ def train_tiny_clip(paths, captions, image_index, out_path, *, epochs: int = 6, 
     out_path = Path(out_path)
     torch.manual_seed(seed)
     model, preprocess, tokenizer = create_model(TINY_MODEL, None, device, quick_gelu)
+    if init_weights is not None:
+        if not Path(init_weights).exists():
+            raise FileNotFoundError(f"{init_weights}: tiny CLIP weights to continue from not found")
+        model.load_state_dict(torch.load(init_weights, map_location=device, weights_only=True))
+        model.train()
     images = torch.stack([preprocess(load_rgb(p)) for p in progress(paths, desc="decode images")])
     tokens = tokenizer(list(captions))
     image_index = torch.as_tensor(np.asarray(image_index), dtype=torch.long)

@@ -31,10 +31,10 @@ import torch
 
 from bitlens import checkpoint, distributed, io
 from bitlens.bebr.heads import HeadConfig, RBEHead
-from bitlens.bebr.loss import _direction, rbe_loss
+from bitlens.bebr.loss import contrast_direction, rbe_loss
 from bitlens.bebr.sampler import PairBatches, interleave_pairs, split_pairs
-from bitlens.bebr.train import (FEATURE_FILES, TrainOptions, autocast, embed, head_flags, load_features, option_flags,
-                                param_groups, run_settings)
+from bitlens.bebr.train import (FEATURE_FILES, TrainOptions, autocast, embed, head_flags, load_features, optimizer_step,
+                                option_flags, param_groups, run_settings)
 from bitlens.progress import progress
 
 HEAD_FILE = "head.pth"
@@ -113,8 +113,8 @@ def compat_loss(a: torch.Tensor, b: torch.Tensor, old_img: torch.Tensor, old_txt
     """
     all_labels = labels if all_labels is None else all_labels
     pos_idx = torch.arange(a.shape[0], device=a.device) + offset
-    return (_direction(a, old_txt.detach(), labels, all_labels, pos_idx, tau, k)
-            + _direction(b, old_img.detach(), labels, all_labels, pos_idx, tau, k))
+    return (contrast_direction(a, old_txt.detach(), labels, all_labels, pos_idx, tau, k)
+            + contrast_direction(b, old_img.detach(), labels, all_labels, pos_idx, tau, k))
 
 
 # -- training ---------------------------------------------------------------------------
@@ -196,12 +196,7 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
             if weight > 0:
                 loss = loss + weight * compat_loss(h1, h2, old_img_c[idx].to(device), old_txt_c[idx].to(device),
                                                    y, opts.tau, opts.hard_k, y_all, offset=offset)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(head.parameters(), opts.clip_grad)
-            scaler.step(opt)
-            scaler.update()
+            optimizer_step(loss, head, opt, scaler, opts.clip_grad)
             total += float(loss.detach())
             n += 1
         sched.step()
@@ -352,12 +347,14 @@ def bct_verdict(rows: list[dict], ks=(1, 5, 10)) -> dict:
 # -- the new encoder version ----------------------------------------------------------------
 
 def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict, seed: int, device: str,
-                         force: bool = False) -> str:
+                         force: bool = False, old_weights=None) -> str:
     """The new encoder's features in the official file roles under `out_dir`, the same pairs in the same order
     as 10_bebr_features; recomputed only when their inputs change. Returns the weights used.
 
     `enc` is params `bebr.compat.encoder`: an open_clip model with a pretrained tag or a local weights file, or
-    (`train_tiny`) a second bitlens-tiny-vit CLIP trained here from another seed. `force` ignores the caches.
+    (`train_tiny`) a bitlens-tiny-vit CLIP trained here with data order `seed`: with `init_from_old`, the old
+    version's tiny CLIP (`old_weights`, 10_bebr_features' file) continued for `tiny_epochs` more epochs, else a
+    second one from scratch. `force` ignores the caches.
     """
     from bitlens import encoders
     from bitlens.data.coco import caption_pairs, first_captions, load_coco_captions
@@ -372,9 +369,18 @@ def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict,
                              f"{enc['model']!r}; set model: {encoders.TINY_MODEL} or train_tiny: false")
         weights = str(out_dir / "tiny_clip.pt")
         tiny = dict(epochs=enc["tiny_epochs"], batch_size=enc["tiny_batch_size"], lr=enc["tiny_lr"], seed=seed)
-        digest = encoders.inputs_digest(captions=caps, images=[str(t.path) for t in train], **tiny)
+        init = None
+        if enc["init_from_old"]:
+            if not old_weights or not Path(old_weights).exists():
+                raise FileNotFoundError(f"{old_weights}: the old tiny CLIP to continue from is missing "
+                                        f"(bebr.compat.encoder.init_from_old); run notebooks/10_bebr_features.ipynb "
+                                        f"with bebr.encoder.train_tiny: true first")
+            init = str(old_weights)
+        digest = encoders.inputs_digest(captions=caps, images=[str(t.path) for t in train],
+                                        init=encoders.file_digest(init) if init else None, **tiny)
         if force or not encoders.cached(out_dir / "clip", ["done"], digest):
-            encoders.train_tiny_clip([t.path for t in train], caps, idx, weights, device=device, **tiny)
+            encoders.train_tiny_clip([t.path for t in train], caps, idx, weights, device=device, init_weights=init,
+                                     **tiny)
             io.write_text(out_dir / "clip" / "done", weights)
             encoders.mark_cached(out_dir / "clip", digest)
     wdigest = encoders.file_digest(weights) if weights and Path(weights).exists() else weights

@@ -18,8 +18,10 @@ import torch.nn.functional as F
 MASKED = -1e9
 
 
-def _direction(a: torch.Tensor, c: torch.Tensor, a_lab: torch.Tensor, c_lab: torch.Tensor, pos_idx: torch.Tensor,
-               tau: float, k: int) -> torch.Tensor:
+def contrast_direction(a: torch.Tensor, c: torch.Tensor, a_lab: torch.Tensor, c_lab: torch.Tensor,
+                       pos_idx: torch.Tensor, tau: float, k: int) -> torch.Tensor:
+    """One direction of the loss: anchors `a` (labels `a_lab`) against candidates `c` (labels `c_lab`), anchor i's
+    positive at `c[pos_idx[i]]`; same-label candidates masked, the k hardest others as negatives."""
     logits = F.normalize(a, dim=1) @ F.normalize(c, dim=1).T / tau
     pos = logits.gather(1, pos_idx[:, None])
     neg = logits.masked_fill(a_lab[:, None] == c_lab[None, :], MASKED)
@@ -38,5 +40,5 @@ def rbe_loss(h1: torch.Tensor, h2: torch.Tensor, labels: torch.Tensor, tau: floa
     pos_idx = torch.arange(h1.shape[0], device=h1.device) + offset
     with torch.autocast(device_type=h1.device.type, enabled=False):
         h1, h2, all_h1, all_h2 = (t.float() for t in (h1, h2, all_h1, all_h2))
-        return (_direction(h1, all_h2, labels, all_labels, pos_idx, tau, k)
-                + _direction(h2, all_h1, labels, all_labels, pos_idx, tau, k))
+        return (contrast_direction(h1, all_h2, labels, all_labels, pos_idx, tau, k)
+                + contrast_direction(h2, all_h1, labels, all_labels, pos_idx, tau, k))

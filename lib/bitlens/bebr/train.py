@@ -99,6 +99,16 @@ def autocast(device: str, enabled: bool):
                           enabled=enabled)
 
 
+def optimizer_step(loss: torch.Tensor, head: torch.nn.Module, opt, scaler, clip_grad: float) -> None:
+    """Backward through the (AMP-scaled) loss, clip the unscaled gradient norm of `head`, step and update the scale."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(head.parameters(), clip_grad)
+    scaler.step(opt)
+    scaler.update()
+
+
 def train_head(features: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, fresh: bool = False, log=print,
                on_epoch=None) -> dict:
     """Train one head; returns the history. Writes checkpoint.pth, feat_image.npy / feat_txt.npy (evaluation
@@ -156,12 +166,7 @@ def train_head(features: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, fre
                                 offset=world.rank * local)
             else:
                 loss = rbe_loss(h1, h2, y, opts.tau, opts.hard_k)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(head.parameters(), opts.clip_grad)
-            scaler.step(opt)
-            scaler.update()
+            optimizer_step(loss, head, opt, scaler, opts.clip_grad)
             total += float(loss.detach())
             n += 1
         sched.step()

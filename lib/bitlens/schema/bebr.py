@@ -58,6 +58,9 @@ BEBR = {
                                   "from a host with network (see data/README.md)",
                              help="local weights file of the new encoder (offline hosts); overrides pretrained"),
             "train_tiny": Field(bool, False, help="train a second bitlens-tiny-vit CLIP in-kit as the new version"),
+            "init_from_old": Field(bool, False, help="with train_tiny: continue the old version's tiny CLIP "
+                                                     "(10_bebr_features) for tiny_epochs more epochs, an upgrade "
+                                                     "trained longer, instead of a new CLIP from scratch"),
             "tiny_epochs": Field(int, 1, min=1), "tiny_batch_size": Field(int, 128, min=2),
             "tiny_lr": Field(float, 2e-3, above=0),
             "tiny_seed": Field(int, 1, min=0, help="added to the global seed: the new CLIP starts elsewhere"),
