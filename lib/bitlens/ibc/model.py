@@ -212,16 +212,17 @@ class IBC(nn.Module):
         col_max = g.abs().max(dim=0, keepdim=True).values
         g.copy_(torch.where(col_max > 0, g / col_max.clamp_min(torch.finfo(g.dtype).tiny), g).clamp(0.0, 1.0))
 
-    def param_groups(self, lr: float) -> list[dict]:
+    def param_groups(self, lr: float, conv_last_mult: float = 10.0) -> list[dict]:
         """The official optimizer groups, in the official order; ×10 lr for hash_layer, hash_prediction,
         conv_last, real_prediction and GRM. AlexNet's own last layer (`alexnet.classifier.6`) is unused and
-        stays out, as in the official trainer."""
+        stays out, as in the official trainer. `conv_last_mult` replaces conv_last's ×10 (the tiny profile's
+        small backbone loses most of its bit filters to ReLU death within a hundred steps at ×10)."""
         e = self.enc_style
         return [{"params": list(e.conv_basic.parameters()), "lr": lr},
                 {"params": list(e.pre_hash_layer.parameters()), "lr": lr},
                 {"params": list(e.hash_layer.parameters()), "lr": lr * 10},
                 {"params": list(e.hash_prediction.parameters()), "lr": lr * 10},
-                {"params": list(e.conv_last.parameters()), "lr": lr * 10},
+                {"params": list(e.conv_last.parameters()), "lr": lr * conv_last_mult},
                 {"params": list(e.classifier.parameters()), "lr": lr},
                 {"params": list(e.real_prediction.parameters()), "lr": lr * 10},
                 {"params": [self.GRM], "lr": lr * 10}]

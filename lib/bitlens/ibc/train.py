@@ -55,6 +55,7 @@ class IBCTrainOptions:
     sparse_ratio: float = 0.2
     device: str = "cpu"
     cache_images: bool = False
+    conv_last_lr_mult: float = 10.0
 
     def check(self) -> None:
         absent = [k for k in WEIGHT_KEYS if k not in self.weights]
@@ -177,8 +178,8 @@ def make_loader(image_list, root, opts: IBCTrainOptions, start: int = 0, rank: i
 
 def build_optimizer(model: IBC, opts: IBCTrainOptions):
     """Adam over the official parameter groups (GRM included in the weight decay) and StepLR."""
-    opt = torch.optim.Adam(model.param_groups(opts.lr), lr=opts.lr, betas=(opts.beta1, opts.beta2),
-                           weight_decay=opts.weight_decay)
+    opt = torch.optim.Adam(model.param_groups(opts.lr, opts.conv_last_lr_mult), lr=opts.lr,
+                           betas=(opts.beta1, opts.beta2), weight_decay=opts.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=opts.step_size, gamma=opts.gamma)
     return opt, sched
 
@@ -315,7 +316,7 @@ def options_from_params(exp: dict, device: str) -> IBCTrainOptions:
                            checkpoint_every=exp["checkpoint_every"], resize=exp["resize"], crop=exp["crop"],
                            num_workers=exp["num_workers"], weights={k: w[k] for k in WEIGHT_KEYS},
                            thr_g=w["thr_g"], sparse_ratio=w["sparse_ratio"], device=device,
-                           cache_images=exp["cache_images"])
+                           cache_images=exp["cache_images"], conv_last_lr_mult=exp["conv_last_lr_mult"])
 
 
 def train_experiment(exp: dict, dataset: dict, out_dir, device: str = "cpu", root=None, fresh: bool = False,

@@ -31,6 +31,8 @@ EXPERIMENT = {
     "iterations": Field(int, 50_000, min=1, help="training iterations (max_iter)"),
     "batch_size": Field(int, 200, min=2, help="split in two halves per step (over all ranks under torchrun)"),
     "lr": Field(float, 1e-4, above=0, help="Adam base lr; ×10 for hash_layer, hash_prediction, conv_last, real_prediction, GRM"),
+    "conv_last_lr_mult": Field(float, 10.0, above=0,
+                               help="lr multiplier of conv_last, the bit filters (official: 10, with the other heads)"),
     "beta1": Field(float, 0.9, min=0, max=1),
     "beta2": Field(float, 0.999, min=0, max=1),
     "weight_decay": Field(float, 5e-4, min=0, help="Adam weight decay (GRM included)"),
