@@ -22,6 +22,7 @@ def native(name: str) -> Extension:
 ext_modules = [
     native("_search"),
     native("_map"),
+    native("_mask"),
 ]
 
 setup(ext_modules=ext_modules)

@@ -11,9 +11,10 @@ The peer is a port of the fork's loop (feature_operation.py, tally_job), run her
 - tally: per image, per unit whose map exceeds its threshold, a PIL bilinear resize of the float map to the
   mask size (what scipy's imresize(mode='F') did), argwhere, bincount of the labels under the mask, the
   category test through the label→category one-hot, and the final IoU / primary-category argmax.
-Generating the data is not timed. Peak memory is the largest RSS growth over the start of each timed block.
+Generating the data is not timed. Both sides get a warm-up on the first 200 images, then the minimum of
+`--repeat` (3) full runs, interleaved. Peak memory is the largest RSS growth over the start of a timed block.
 
-    python benchmarks/bench_dissect.py [--images 10000] [--mask 112] [--units 256] [--peer-images N]
+    python benchmarks/bench_dissect.py [--images 10000] [--mask 112] [--units 256] [--peer-images N] [--repeat 3]
 """
 from __future__ import annotations
 
@@ -223,6 +224,8 @@ def main(argv=None):
                     help="run the peer on the first N images and compare rates per image (default: 0 = all)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads in bitlens' tally (default: 0 = half the cores, at least 1)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="timed runs per side after a warm-up; the minimum is reported (default: %(default)s)")
     ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -238,13 +241,26 @@ def main(argv=None):
         t = dissect.tally(acts, thr, data, cats, threads=a.threads)
         return thr, dissect.unit_labels(t, data)
 
-    (thr, ours_units), ours_s, ours_mem = timed(ours_run)
-    _, top_s, top_mem = timed(lambda: dissect.top_images(acts, 10))
     n_peer = min(a.images, a.peer_images or a.images)
     f64 = acts[:n_peer].astype(np.float64)  # the fork caches float64
-    peer_thr, q_s, _ = timed(lambda: fork_quantile(f64, 0.005))
-    peer_units, t_s, peer_mem = timed(lambda: fork_tally(f64, thr, data, cats))
-    peer_s = q_s + t_s
+
+    def peer_run():
+        q = fork_quantile(f64, 0.005)
+        return q, fork_tally(f64, q, data, cats)
+
+    # both sides alike: a warm-up on the first 200 images, then the minimum of `repeat` full runs
+    warm = min(200, a.images)
+    dissect.tally(acts[:warm], dissect.unit_thresholds(acts[:warm], 0.005), data, cats, threads=a.threads,
+                  images=np.arange(warm))
+    fork_tally(f64[:warm], fork_quantile(f64[:warm], 0.005), data, cats)
+    ours_s, peer_s, ours_mem, peer_mem = np.inf, np.inf, 0, 0
+    for r in range(a.repeat):
+        (thr, ours_units), dt, mem = timed(ours_run)
+        ours_s, ours_mem = min(ours_s, dt), max(ours_mem, mem)
+        (peer_thr, peer_units), dt, mem = timed(peer_run)
+        peer_s, peer_mem = min(peer_s, dt), max(peer_mem, mem)
+        print(f"run {r + 1}/{a.repeat}: bitlens {ours_s:.2f} s, peer {peer_s:.1f} s (best so far)")
+    _, top_s, top_mem = timed(lambda: dissect.top_images(acts, 10))
     scale = a.images / n_peer
     note = (f"peer on {n_peer} of {a.images} images, time scaled ×{scale:.2f}; " if n_peer < a.images else "")
     if n_peer == a.images:

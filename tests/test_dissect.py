@@ -221,18 +221,36 @@ def test_cli_errors_go_to_stderr_with_status_2(tmp_path, capsys):
     assert "none.pt" in capsys.readouterr().err
 
 
-def test_mask_pixels_equal_thresholded_bilinear_upsampling():
+@pytest.mark.parametrize("backend", ["native", "numpy"])
+def test_mask_pixels_equal_thresholded_bilinear_upsampling(backend, monkeypatch):
+    from bitlens import dissect
     from bitlens.dissect import mask_pixels
 
+    if backend == "numpy":
+        monkeypatch.setenv("BITLENS_NATIVE", "0")
+    elif dissect._native_mask() is None:
+        pytest.skip("the compiled mask kernel is not built (tests/test_native_built.py requires it under make test)")
     rng = np.random.default_rng(3)
     maps = torch.as_tensor(rng.random((20, 7, 5)).astype(np.float32))
     thr = torch.as_tensor(rng.uniform(0.6, 0.99, 20).astype(np.float32))
+    thr[4] = 2.0  # a map that never fires
     want = (upsample(maps[:, None], (30, 17))[:, 0] > thr[:, None, None]).flatten(1).numpy()
     m, p = mask_pixels(maps.numpy(), thr.numpy(), (30, 17))
     got = np.zeros_like(want)
     got[m, p] = True
-    assert want.sum() > 50 and (got != want).sum() == 0
+    assert want.sum() > 50 and (got != want).sum() == 0 and len(m) == want.sum()
     assert np.all(np.diff(m) >= 0)  # map-major order, which the tally's per-image split relies on
+    assert np.all(np.diff(m * 1000 + p) > 0)  # and row-major inside a map
+
+
+def test_native_mask_kernel_grows_its_buffers_when_a_mask_is_large():
+    from bitlens import dissect
+
+    if dissect._native_mask() is None:
+        pytest.skip("the compiled mask kernel is not built")
+    maps = np.ones((3, 4, 4), np.float32)  # every pixel of all three masks fires: more than n·H·W/8 pixels
+    m, p = dissect.mask_pixels(maps, np.zeros(3, np.float32), (64, 64))
+    assert len(m) == 3 * 64 * 64 and np.array_equal(np.bincount(m), [4096] * 3) and p[-1] == 4095
 
 
 def test_bench_at_a_tiny_size_agrees_with_the_fork_port():
@@ -274,3 +292,18 @@ def test_figures_show_every_category_and_unlabelled_bits(tmp_path):
     assert any("yellow" in t.get_text() for t in fig.texts)
     page = figures.dissection_html("t", {"iou_threshold": 0.04, "headline": "h"}, units, {})
     assert "(unlabelled)" in page
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint16])
+def test_tally_counts_label_ids_outside_the_vocabulary_as_unlabelled(dtype):
+    from bitlens.dissect import _Accumulator
+
+    acc = _Accumulator(1, 4, np.array([-1, 0, 0, 1]), reference=True)
+    good = np.array([[1, 3], [2, 2]], dtype)
+    acc.add(np.array([0]), np.array([0, 0, 0]), np.array([0, 1, 3]), 4, [good], [], [0, 1])
+    assert acc.larea.tolist() == [0, 1, 2, 1] and acc.inter[0].tolist() == [0, 1, 1, 1]
+    assert acc.uarea[0].tolist() == [3, 3]  # the mask overlaps labels of both categories
+    if dtype is not np.uint16:
+        bad = np.array([[1, -1], [7, 2]], dtype)  # -1 and 7 are no labels of this 4-label vocabulary
+        acc.add(np.array([0]), np.array([0, 0, 0]), np.array([0, 1, 2]), 4, [bad], [], [0])
+        assert acc.larea.tolist() == [0, 2, 3, 1] and acc.inter[0].tolist() == [0, 2, 1, 1]

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("BITLENS_REQUIRE_NATIVE") != "1",
                                 reason="set BITLENS_REQUIRE_NATIVE=1 to require the compiled kernels")
 
 
-@pytest.mark.parametrize("module", ["_search", "_map"])
+@pytest.mark.parametrize("module", ["_search", "_map", "_mask"])
 def test_compiled_kernel_was_built(module):
     mod = importlib.import_module(f"bitlens.native.{module}")
     assert mod.__file__.endswith((".so", ".pyd")), mod.__file__

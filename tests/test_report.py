@@ -159,7 +159,8 @@ def test_figures_are_captioned_by_what_they_show_not_their_file_name(results):
 
 def test_tables_a_stage_lists_are_shown_with_their_caption(results):
     (results / "13_bebr_compat").mkdir()
-    (results / "13_bebr_compat" / "compat_table.md").write_text("| model | R@1 |\n|---|---|\n| ours | 0.5 |\n")
+    (results / "13_bebr_compat" / "compat_table.md").write_text(
+        "| model | R@1 |\n|---|---|\n| ours | 0.5 |\n\nOur heads against the released ones\n")  # as save_table writes
     (results / "13_bebr_compat" / "metrics.json").write_text(json.dumps({"report_tables": [
         {"file": "compat_table.md", "caption": "Our heads against the released ones"},
         {"file": "gone.md", "caption": "x"}]}))
@@ -169,6 +170,7 @@ def test_tables_a_stage_lists_are_shown_with_their_caption(results):
     assert "### Our heads against the released ones (13_bebr_compat)" in section and "| ours | 0.5 |" in section
     assert "lists the table `{'file': 'gone.md', 'caption': 'x'}`, which is not there" in section
     assert md.count("| ours | 0.5 |") == 1  # not repeated among the other outputs
+    assert section.count("Our heads against the released ones") == 1  # the heading carries the caption
 
 
 def test_orders_are_stated_from_the_numbers(results):

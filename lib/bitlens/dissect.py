@@ -188,16 +188,37 @@ def _bilinear_taps(n_in: int, n_out: int):
     return i0, i1, (np.float32(1) - w1).astype(np.float32), w1
 
 
+def _native_mask():
+    """The compiled mask kernel, or None when it is not built (BITLENS_NATIVE=0 forces None)."""
+    if os.environ.get("BITLENS_NATIVE", "1") == "0":
+        return None
+    try:
+        from bitlens.native import _mask
+    except ImportError:
+        return None
+    return _mask
+
+
 def mask_pixels(maps: np.ndarray, thr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Positive pixels of (bilinear upsample(maps) > thr) without building the full masks: (map index, pixel
     index) arrays, map-major. maps (n, h, w) float32, thr (n,). Width is resized first, then only the output
-    rows that can exceed the threshold (a bilinear value is at most the larger of its two source rows) are."""
-    maps = np.asarray(maps, np.float32)
-    thr = np.asarray(thr, np.float32)
+    rows that can exceed the threshold (a bilinear value is at most the larger of its two source rows) are.
+    The compiled kernel (bitlens.native._mask) does this in one pass per map; this numpy code is its fallback."""
+    maps = np.ascontiguousarray(maps, np.float32)
+    thr = np.ascontiguousarray(thr, np.float32)
     n, h, w = maps.shape
     H, W = size
     c0, c1, cw0, cw1 = _bilinear_taps(w, W)
     r0, r1, rw0, rw1 = _bilinear_taps(h, H)
+    native = _native_mask()
+    if native is not None and n:
+        cap = max(1024, n * H * W // 8)
+        for _ in range(2):  # a second call only when the first buffers were too small
+            out_m, out_p = np.empty(cap, np.int64), np.empty(cap, np.int64)
+            count = native.mask_pixels(maps, thr, n, h, w, c0, c1, cw0, cw1, r0, r1, rw0, rw1, out_m, out_p)
+            if count <= cap:
+                return out_m[:count], out_p[:count]
+            cap = count
     Aw = np.zeros((w, W), np.float32)  # width resize as one matrix product (two taps per output column)
     np.add.at(Aw, (c0, np.arange(W)), cw0)
     np.add.at(Aw, (c1, np.arange(W)), cw1)
@@ -275,9 +296,15 @@ class _Accumulator:
         L = self.L
         labs = []
         for m in maps:
-            lab = np.asarray(m).reshape(-1).astype(np.int64)
-            lab[(lab < 0) | (lab >= L)] = 0
-            cnt = np.bincount(lab, minlength=L)
+            lab = np.asarray(m).reshape(-1)
+            try:
+                cnt = np.bincount(lab, minlength=L)
+            except (ValueError, TypeError):  # negative ids (or a float map): sanitise below
+                cnt = None
+            if cnt is None or len(cnt) > L:  # ids outside 0..L-1 count as unlabelled
+                lab = lab.astype(np.int64)
+                lab[(lab < 0) | (lab >= L)] = 0
+                cnt = np.bincount(lab, minlength=L)
             cnt[0] = 0
             self.larea += cnt
             labs.append((lab, np.flatnonzero(cnt)))

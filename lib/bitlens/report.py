@@ -299,6 +299,8 @@ def report_tables(results: Path) -> tuple[list[Path], list[str]]:
                 continue
             text = f.read_text().strip()
             caption = str(e.get("caption") or "")
+            if caption and text.endswith(caption):  # the heading carries it: once is enough
+                text = text[:-len(caption)].rstrip()
             md += [f"### {caption or f.stem.replace('_', ' ')} ({s.name})", "", text, ""]
             shown.append(f)
     return shown, (["## Tables from the stages", ""] + md) if md else []
