@@ -274,6 +274,31 @@ def test_bench_at_a_tiny_size_agrees_with_the_fork_port():
     assert rows[0]["peer"] == "IBC fork loop (port)" and "labels agree" in rows[0]["note"]
 
 
+def test_a_unit_that_never_fires_has_no_top_images_and_says_so(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from bitlens import figures
+
+    class TwoUnits(torch.nn.Module):
+        """Unit 1: a ramp over the positions scaled per image (one strongest position overall); unit 2: 0, as a
+        ReLU that never opens."""
+
+        def forward(self, x):
+            ramp = torch.arange(64.0).reshape(1, 1, 8, 8) / 64 + 1
+            return torch.cat([ramp * (1 + x.abs().mean((1, 2, 3)))[:, None, None, None], torch.zeros_like(ramp)
+                              .expand(len(x), 1, 8, 8)], 1)
+
+    b = _broden(tmp_path, n=4)
+    res = dissect(torch.nn.Sequential(TwoUnits()), b, tmp_path / "out", layer="0", input_size=8, batch_size=4,
+                  top_n=3)
+    u1, u2 = res["units"][0], res["units"][1]
+    assert u2["top_images"] == [] and u2["label"] == ""
+    assert 1 <= len(u1["top_images"]) <= 3
+    strip = figures.bit_strip(b, u2, res["activations"], 3)
+    assert strip.dtype == np.uint8 and strip.ndim == 3 and strip.shape[0] >= 24 and (strip == 225).mean() > 0.8  # the grey panel
+
+
 def test_figures_show_every_category_and_unlabelled_bits(tmp_path):
     import matplotlib
 

@@ -68,3 +68,12 @@ def test_no_image_before_the_first_retrieval_and_unlabelled_bits(browser):
     assert browser.result_image.layout.display == "none"
     browser.units[0].update(label="", category="", score=0.0)
     assert "(unlabelled)" in browser.describe(1)
+
+
+def test_a_bit_that_never_fires_says_so_instead_of_showing_images(tmp_path):
+    units = _units()
+    units[1].update(label="", category="", score=0.0, top_images=[])
+    b = _broden(tmp_path)
+    browser = BitBrowser(units, b, np.zeros((2, 2, 4, 4), np.float32))
+    assert "never fires" in browser.describe(2) and "never fires" not in browser.describe(1)
+    assert browser.render_bit(2).shape[0] >= 24 and browser.render_bit(1).shape[1] < browser.render_bit(2).shape[1]

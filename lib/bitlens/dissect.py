@@ -438,9 +438,11 @@ def write_tally_csv(path, units: list[dict], categories: list[str]) -> Path:
     return io.write_text(path, buf.getvalue())
 
 
-def top_images(acts: np.ndarray, n: int = 10, images=None, memory: int = MEMORY_BUDGET) -> np.ndarray:
+def top_images(acts: np.ndarray, n: int = 10, images=None, memory: int = MEMORY_BUDGET,
+               with_peaks: bool = False):
     """(K, n) image indices (into acts) with the highest max activation per unit, best first (ties: lower
-    index), among `images` (None: all); the maps are read a bounded chunk of images at a time."""
+    index), among `images` (None: all); the maps are read a bounded chunk of images at a time. `with_peaks`:
+    also the (K, n) max activations of those images."""
     rows = np.arange(acts.shape[0]) if images is None else np.asarray(images, np.int64)
     per_image = max(1, int(np.prod(acts.shape[1:])) * 4)
     chunk = max(1, memory // per_image)
@@ -448,6 +450,8 @@ def top_images(acts: np.ndarray, n: int = 10, images=None, memory: int = MEMORY_
     for a in range(0, len(rows), chunk):
         peak[a:a + chunk] = _rows(acts, rows, a, a + chunk, slice(None)).max(axis=(2, 3))
     order = np.argsort(-peak, axis=0, kind="stable")[:n]
+    if with_peaks:
+        return rows[order].T, np.take_along_axis(peak, order, axis=0).T
     return rows[order].T
 
 
@@ -519,10 +523,12 @@ def dissect(model: torch.nn.Module, broden: Broden, out_dir, layer: str = "conv_
     thr = unit_thresholds(acts, quantile, None if len(images) == len(broden) else images)
     t = tally(acts, thr, broden, cats, batch_size, device, reference, images, threads)
     units = unit_labels(t, broden)
-    tops = top_images(acts, top_n, images)
-    for u, th, tp in zip(units, thr, tops):
+    tops, peaks = top_images(acts, top_n, images, with_peaks=True)
+    for u, th, tp, pk in zip(units, thr, tops, peaks):
         u["threshold"] = float(th)
-        u["top_images"] = [int(i) for i in tp]
+        # only images where the unit exceeds its threshold somewhere (a non-empty mask): a unit that never does
+        # (a dead ReLU) has no top images, rather than an arbitrary tie order shared with every other dead unit
+        u["top_images"] = [int(i) for i, v in zip(tp, pk) if v > th]
     write_tally_csv(out_dir / "tally.csv", units, t.categories)
     io.write_json(out_dir / "units.json", units)
     summary = summarize(units, threshold)

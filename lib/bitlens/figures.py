@@ -39,7 +39,10 @@ def overlay(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def bit_strip(broden, unit: dict, acts: np.ndarray, top_n: int = 8) -> np.ndarray:
-    """Top images of one unit with its thresholded activation overlaid, side by side (uint8 image)."""
+    """Top images of one unit with its thresholded activation overlaid, side by side (uint8 image); a unit with
+    no top images (it never fires) gets a grey panel that says so."""
+    if not unit["top_images"]:
+        return never_fires_panel(broden, top_n)
     tiles = []
     for i in unit["top_images"][:top_n]:
         img = broden.load_image(i)
@@ -49,6 +52,18 @@ def bit_strip(broden, unit: dict, acts: np.ndarray, top_n: int = 8) -> np.ndarra
     h = max(t.shape[0] for t in tiles)
     tiles = [np.pad(t, ((0, h - t.shape[0]), (0, 2), (0, 0)), constant_values=255) for t in tiles]
     return np.concatenate(tiles, 1)
+
+
+def never_fires_panel(broden, top_n: int) -> np.ndarray:
+    """A grey strip of the size of a top-image strip that says the bit never fires on the probe images."""
+    from PIL import Image, ImageDraw
+
+    h, w = broden.load_image(0).shape[:2] if len(broden.records) else (64, 64)
+    h = max(h, 24)  # room for the line of text
+    img = Image.new("RGB", (max(240, (w + 2) * top_n), h), (225, 225, 225))
+    ImageDraw.Draw(img).text((8, h // 2 - 6), "this bit never fires on the probe images (a dead unit)",
+                             fill=(60, 60, 60))
+    return np.asarray(img)
 
 
 def classes_using_bit(GRM: np.ndarray | None, bit: int, class_names, n: int = 3) -> list[str]:

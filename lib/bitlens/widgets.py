@@ -122,8 +122,9 @@ class BitBrowser:
         i = self.bit_info(bit)
         prec = ", ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in i["precision"].items())
         cat = f" ({html.escape(i['category'])})" if i["category"] else ""
+        dead = "" if self.units[bit - 1].get("top_images", [0]) else " — never fires on the probe images"
         return (f"<b>bit {bit}</b>: <span class='bitlens-label'>{html.escape(label_text(i['label']))}</span>"
-                f"{cat}, IoU {i['iou']:.4f}<br>used by: "
+                f"{cat}, IoU {i['iou']:.4f}{dead}<br>used by: "
                 f"{html.escape(', '.join(i['classes']) or '—')}<br>one-bit retriever: {html.escape(prec or '—')}")
 
     # -- widgets ------------------------------------------------------------------------------
