@@ -190,13 +190,9 @@ def _bilinear_taps(n_in: int, n_out: int):
 
 def _native_mask():
     """The compiled mask kernel, or None when it is not built (BITLENS_NATIVE=0 forces None)."""
-    if os.environ.get("BITLENS_NATIVE", "1") == "0":
-        return None
-    try:
-        from bitlens.native import _mask
-    except ImportError:
-        return None
-    return _mask
+    from bitlens import native
+
+    return native.load("_mask")
 
 
 def mask_pixels(maps: np.ndarray, thr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -190,16 +190,10 @@ NATIVE_BLOCK = 2048  # queries per kernel call: one progress step
 
 
 def _native_map():
-    """The compiled kernel module, or None when it is not built (BITLENS_NATIVE=0 forces None)."""
-    import os
+    """The compiled mAP kernel, or None when it is not built (BITLENS_NATIVE=0 forces None)."""
+    from bitlens import native
 
-    if os.environ.get("BITLENS_NATIVE", "1") == "0":
-        return None
-    try:
-        from bitlens.native import _map
-    except ImportError:
-        return None
-    return _map
+    return native.load("_map")
 
 
 def _words(bits: np.ndarray) -> np.ndarray:
