@@ -16,6 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "buffers.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,18 +124,6 @@ static double query_ap(const Problem *p, Py_ssize_t qi, int64_t ql, int64_t *cnt
     double sum = 0.0;
     for (Py_ssize_t t = 0; t < found; t++) sum += terms[t];
     return sum / (double)found;
-}
-
-static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *name, Py_ssize_t itemsize)
-{
-    if (PyObject_GetBuffer(obj, view, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
-        return -1;
-    if (view->itemsize != itemsize) {
-        PyErr_Format(PyExc_TypeError, "%s: expected items of %zd bytes, got %zd", name, itemsize, view->itemsize);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
 }
 
 static PyObject *average_precisions(PyObject *self, PyObject *args)

@@ -13,19 +13,9 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "buffers.h"
 #include <stdint.h>
 #include <stdlib.h>
-
-static int get_buffer(PyObject *obj, Py_buffer *view, int writable, const char *name, Py_ssize_t itemsize)
-{
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0) return -1;
-    if (view->itemsize != itemsize) {
-        PyErr_Format(PyExc_TypeError, "%s: expected items of %zd bytes, got %zd", name, itemsize, view->itemsize);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
 
 /* mask_pixels(maps f32 (n·h·w), thr f32 (n), n, h, w, c0 i64 (W), c1, cw0 f32 (W), cw1, r0 i64 (H), r1,
  *             rw0 f32 (H), rw1, out_map i64 (cap), out_pix i64 (cap)) -> count
