@@ -136,6 +136,28 @@ def test_other_settings_start_a_fresh_run_and_keep_the_old_one_aside(tmp_path):
     assert torch.load(tmp_path / "checkpoint.pth")["state_dict"]["W.weight"].shape[0] == 8
 
 
+def test_a_finished_run_on_other_features_is_not_reused(tmp_path):
+    """The features are part of a run's settings: after 10_bebr_features rebuilds them (a new world, another
+    encoder), the heads train again instead of serving the earlier features' checkpoints."""
+    cfg, opts = HeadConfig(8, 16, 1, 0, 1), TrainOptions(epochs=1, batch_size=32, lr=0.05)
+    first = train_head(_features(seed=0), cfg, opts, tmp_path, log=lambda *_: None)
+    losses = []
+    for changed in ({**_features(seed=0), "train_feat": _features(seed=1)["train_feat"]},
+                    {**_features(seed=0), "val_img": _features(seed=2)["val_img"]}):
+        msgs = []
+        losses.append(train_head(changed, cfg, opts, tmp_path, log=msgs.append)["loss"])
+        assert "settings changed (inputs: " in msgs[0] and not any("reusing" in m for m in msgs)
+        head = RBEHead(cfg)
+        head.load_state_dict(torch.load(tmp_path / "checkpoint.pth")["state_dict"])
+        # the saved evaluation embeddings are this run's, of these features
+        np.testing.assert_array_equal(np.load(tmp_path / "feat_image.npy"), embed(head, changed["val_img"], "cpu"))
+    assert losses == [losses[0], first["loss"]] and losses[0] != first["loss"]  # trained on what it was given
+    assert len(list(tmp_path.glob("previous-*"))) == 2
+    msgs = []
+    train_head(changed, cfg, opts, tmp_path, log=msgs.append)  # the same features again: reused
+    assert "reusing the finished run" in msgs[-1]
+
+
 class Interrupt(Exception):
     pass
 

@@ -110,6 +110,29 @@ def test_a_finished_run_is_reused_and_a_longer_one_continues_it(image_list, tmp_
     assert [r["iteration"] for r in longer] == [1, 2, 3, 4]
 
 
+def test_a_finished_run_on_another_list_or_from_other_weights_is_not_reused(image_list, tmp_path):
+    """Other labels, regenerated image files or other starting weights (train_experiment's `initial_weights`)
+    are other inputs: the finished run is moved aside, never served for them."""
+    import dataclasses
+    import os
+
+    root, lst = image_list
+    train_ibc(model(), lst, root, opts(iterations=2), tmp_path, log=lambda *a: None)
+    relabelled = dataclasses.replace(lst, labels=lst.labels[::-1].copy())
+    st = (root / lst.paths[0]).stat()
+    for step, run in (("labels", lambda m: train_ibc(model(), relabelled, root, opts(iterations=2), tmp_path, log=m)),
+                      ("file", lambda m: (os.utime(root / lst.paths[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9)),
+                                          train_ibc(model(), lst, root, opts(iterations=2), tmp_path, log=m))),
+                      ("weights", lambda m: train_ibc(model(), lst, root, opts(iterations=2, initial_weights="b"),
+                                                      tmp_path, log=m))):
+        msgs = []
+        run(msgs.append)
+        changed = [m for m in msgs if "settings changed" in m]
+        assert len(changed) == 1 and not any("reusing" in m for m in msgs), step
+        assert ("initial_weights: " if step == "weights" else "inputs: ") in changed[0], step
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("previous-")]) == 3
+
+
 def test_changed_settings_start_a_fresh_run_and_move_the_old_one_aside(image_list, tmp_path):
     root, lst = image_list
     train_ibc(model(), lst, root, opts(iterations=2), tmp_path, log=lambda *a: None)

@@ -14,6 +14,10 @@ never interrupted (optimizer, scheduler, the random number generators of every r
 - same settings, finished (progress == total) → reuse it;
 - same settings, but the saved run went further than asked (progress > total) → start fresh, moving it aside.
 
+The settings include an `inputs` digest (`data_digest`) of what the run learns from — the training features, the
+image list and its files, the initial weights — so that a folder trained on an earlier version of the data is
+moved aside, not reused.
+
 The length of the run (total iterations or epochs) is not one of the settings: a longer run continues a shorter
 one with the same settings, which gives exactly the model that training from scratch would, because resume is
 exact.
@@ -45,6 +49,36 @@ def flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[key] = v
     return out
+
+
+def data_digest(*parts) -> str:
+    """sha256 over arrays, tensors, state dicts / dicts of arrays (sorted by key), lists and scalars: the
+    `inputs` setting of a run, so that a finished run is never reused for other training data or another start."""
+    import hashlib
+
+    h = hashlib.sha256()
+
+    def feed(x):
+        if isinstance(x, dict):
+            for k in sorted(x, key=str):
+                h.update(b"\x00key:" + str(k).encode())
+                feed(x[k])
+        elif isinstance(x, torch.Tensor):
+            feed(x.detach().cpu().contiguous().numpy())
+        elif isinstance(x, np.ndarray):
+            a = np.ascontiguousarray(x)
+            h.update(f"\x00array:{a.dtype.str}:{a.shape}".encode())
+            h.update(a.data if a.dtype != object else repr(a.tolist()).encode())
+        elif isinstance(x, (list, tuple)):
+            h.update(f"\x00list:{len(x)}".encode())
+            for v in x:
+                feed(v)
+        else:
+            h.update(f"\x00{type(x).__name__}:{x!r}".encode())
+
+    for part in parts:
+        feed(part)
+    return h.hexdigest()
 
 
 def settings_diff(old: dict, new: dict) -> list[str]:

@@ -34,7 +34,7 @@ from bitlens.bebr.heads import HeadConfig, RBEHead
 from bitlens.bebr.loss import contrast_direction, rbe_loss
 from bitlens.bebr.sampler import PairBatches, interleave_pairs, split_pairs
 from bitlens.bebr.train import (FEATURE_FILES, TrainOptions, autocast, embed, head_flags, load_features, optimizer_step,
-                                option_flags, param_groups, run_settings)
+                                _training_inputs, option_flags, param_groups, run_settings)
 from bitlens.progress import progress
 
 HEAD_FILE = "head.pth"
@@ -161,7 +161,9 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
     local = pairs.b // world.size
     scaler = torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=opts.amp)
     settings = {**run_settings(cfg, opts), "weight": weight,
-                "old_head": _state_digest(old_head) if weight > 0 else None}
+                "old_head": _state_digest(old_head) if weight > 0 else None,
+                "inputs": checkpoint.data_digest(_training_inputs(new_feats),
+                                                 _training_inputs(old_feats) if weight > 0 else None)}
     history = {"epoch": [], "loss": [], "val_r1": [], "val_cross_r1": [], "seconds": []}
     st = checkpoint.open_run(out_dir, settings, opts.epochs, world, fresh, ARTIFACTS, "epochs", say)
     start = 0
@@ -240,13 +242,7 @@ def read_history(out_dir) -> dict:
 
 
 def _state_digest(head: RBEHead) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in sorted(head.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return checkpoint.data_digest(head.state_dict())
 
 
 # -- cross-version search -----------------------------------------------------------------

@@ -56,6 +56,9 @@ class IBCTrainOptions:
     device: str = "cpu"
     cache_images: bool = False
     conv_last_lr_mult: float = 10.0
+    # digest of the weights training starts from (train_experiment fills it: backbone file, bit init, seed), so a
+    # finished run is not reused for a model that would start elsewhere
+    initial_weights: str = ""
 
     def check(self) -> None:
         absent = [k for k in WEIGHT_KEYS if k not in self.weights]
@@ -206,6 +209,21 @@ def run_settings(model: IBC, opts: IBCTrainOptions) -> dict:
     return {**m, "arch": model.architecture()}
 
 
+def training_inputs_digest(image_list, root) -> str:
+    """The `inputs` setting of an IBC run: the list's paths and labels, and each image file's size and
+    modification time (a regenerated dataset under the same names is other data; hashing every image would cost
+    minutes at ImageNet scale). The starting weights are `IBCTrainOptions.initial_weights`."""
+    root = Path(root)
+    stats = []
+    for rel in image_list.paths:
+        try:
+            st = (root / rel).stat()
+            stats.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            stats.append((-1, -1))  # the loader reports a missing file with its list line
+    return checkpoint.data_digest(list(image_list.paths), image_list.labels, np.asarray(stats, np.int64))
+
+
 def checkpoint_name(iteration: int) -> str:
     """The official trainer's snapshot name after `iteration` updates."""
     return f"checkpoint_{iteration:08d}.pt"
@@ -249,7 +267,7 @@ def train_ibc(model: IBC, image_list, root, opts: IBCTrainOptions, out_dir, fres
         model.enc_style.alexnet.classifier[6].requires_grad_(False)
     model.to(device)
     opt, sched = build_optimizer(model, opts)
-    settings = run_settings(model, opts)
+    settings = {**run_settings(model, opts), "inputs": training_inputs_digest(image_list, root)}
     st = checkpoint.open_run(out_dir, settings, opts.iterations, world, fresh, ARTIFACTS, "iterations", say)
     start, rows = 0, []
     if st is not None:
@@ -334,8 +352,9 @@ def train_experiment(exp: dict, dataset: dict, out_dir, device: str = "cpu", roo
         raise ValueError(f"{lst.source}: class labels {sorted(set(bad.tolist()))[:5]} are outside 0..{C - 1} "
                          f"(data.imagelists num_classes) and not {MISSING_LABEL} (missing)")
     model = build_from_params(exp, C, root, seed=exp["seed"], with_weights=True)
-    rows = train_ibc(model, lst, resolve_path(dataset["root"], root), options_from_params(exp, device), out_dir,
-                     fresh=fresh, log=log)
+    opts = options_from_params(exp, device)
+    opts.initial_weights = checkpoint.data_digest(model.state_dict())
+    rows = train_ibc(model, lst, resolve_path(dataset["root"], root), opts, out_dir, fresh=fresh, log=log)
     return model, rows
 
 
