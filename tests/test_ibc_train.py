@@ -251,3 +251,18 @@ def test_sweep_plan_trains_other_lengths_as_long_as_asked_and_reuses_the_main_mo
     assert sweep_plan({**ibc, "sweep": {**ibc["sweep"], "experiment": ""}}) == {}
     with pytest.raises(ValueError, match="ibc.sweep.experiment = 'nope'"):
         sweep_plan({**ibc, "sweep": {**ibc["sweep"], "experiment": "nope"}})
+
+
+def test_batches_are_normalised_once_with_the_values_of_per_image_normalisation(image_list):
+    from bitlens.ibc.train import ImageListImages, collate_normalized, normalize
+
+    root, lst = image_list
+    raw = ImageListImages(lst, root, 36, 32, normalized=False)
+    ready = ImageListImages(lst, root, 36, 32)
+    keys = [(0, 11), (3, None), (5, 7)]
+    items = [raw[k] for k in keys]
+    assert all(x.dtype == torch.uint8 for x, _ in items)
+    x, y = collate_normalized(items)
+    want = torch.stack([ready[k][0] for k in keys])
+    assert torch.equal(x, want) and torch.equal(x[1], normalize(raw[3][0]))
+    assert y.tolist() == [int(lst.labels[i]) for i, _ in keys] and y.dtype == torch.long

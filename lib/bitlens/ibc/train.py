@@ -75,12 +75,21 @@ class IBCTrainOptions:
 
 # -- data -----------------------------------------------------------------------------------
 
+_MEAN_STD = (torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1))
+
+
 def normalize(x_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 (…, 3, H, W) → float, ImageNet mean/std (= ToTensor + Normalize)."""
     x = x_uint8.float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
+    mean, std = (t.to(x.device) for t in _MEAN_STD)
     return (x - mean) / std
+
+
+def collate_normalized(items) -> tuple[torch.Tensor, torch.Tensor]:
+    """Collate (uint8 image, label) pairs and normalise the stacked batch at once: the same values as
+    normalising each image, without a small tensor operation per image (a third of a tiny training step)."""
+    xs, ys = zip(*items)
+    return normalize(torch.stack(xs)), torch.as_tensor(ys, dtype=torch.long)
 
 
 def resized_uint8(img, resize: int) -> torch.Tensor:
@@ -111,14 +120,16 @@ class ImageListImages(torch.utils.data.Dataset):
     """Resized uint8 images of an image list (optionally kept in memory) and their class labels.
 
     Indexed by (item, augmentation seed): seed None = the test transform (centre crop), else a random crop and
-    flip drawn from that seed."""
+    flip drawn from that seed. Items are normalised float images, or with `normalized=False` the uint8 crops
+    (for collate_normalized)."""
 
-    def __init__(self, image_list, root, resize: int, crop: int, cache: bool = False):
+    def __init__(self, image_list, root, resize: int, crop: int, cache: bool = False, normalized: bool = True):
         from bitlens.data.imagelist import ImageListDataset
 
         self.base = ImageListDataset(image_list, root, None)
         self.labels = np.asarray(image_list.labels, np.int64)
         self.resize, self.crop, self.cache = resize, crop, {} if cache else None
+        self.normalized = normalized
 
     def __len__(self):
         return len(self.base)
@@ -139,7 +150,7 @@ class ImageListImages(torch.utils.data.Dataset):
         x = self.image(int(i))
         x = center_crop(x, self.crop) if aug_seed is None else \
             random_crop_flip(x, self.crop, np.random.default_rng(aug_seed))
-        return normalize(x), int(self.labels[i])
+        return (normalize(x) if self.normalized else x), int(self.labels[i])
 
 
 class EpochBatches:
@@ -171,10 +182,10 @@ class EpochBatches:
 
 
 def make_loader(image_list, root, opts: IBCTrainOptions, start: int = 0, rank: int = 0, world: int = 1):
-    ds = ImageListImages(image_list, root, opts.resize, opts.crop, opts.cache_images)
+    ds = ImageListImages(image_list, root, opts.resize, opts.crop, opts.cache_images, normalized=False)
     batches = EpochBatches(len(ds), opts.batch_size, opts.seed, start, rank, world)
     return torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=opts.num_workers,
-                                       persistent_workers=opts.num_workers > 0)
+                                       collate_fn=collate_normalized, persistent_workers=opts.num_workers > 0)
 
 
 # -- optimisation -----------------------------------------------------------------------------
