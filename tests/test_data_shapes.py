@@ -91,7 +91,7 @@ def test_ground_truth_matches_the_drawing():
         assert {shapes.COLOR_NAMES[v - 1] for v in np.unique(im.color_map) if v} == {o.color for o in im.visible}
         assert {shapes.TEXTURES[v - 1] for v in np.unique(im.texture_map) if v} == {o.texture for o in im.visible}
         largest = max(im.objects, key=lambda o: o.area)
-        assert shapes.CLASS_NAMES[im.label] == f"{largest.color}/{largest.texture}"
+        assert shapes.CLASS_NAMES[im.label] == f"{largest.shape}/{largest.texture}"
         present = {shapes.ATTRIBUTE_NAMES[j] for j in np.flatnonzero(im.attributes)}
         assert present == {v for o in im.visible for v in (o.shape, o.color, o.texture)}
 
@@ -109,7 +109,7 @@ def test_objects_overlap_and_masks_keep_only_what_is_visible():
 
 def test_world_has_every_class_scene_and_attribute():
     ims = [shapes.render_image(0, "train", i, 32) for i in range(600)]
-    assert len({im.label for im in ims}) == 32
+    assert len({im.label for im in ims}) == len(shapes.CLASS_NAMES) == 24
     assert np.stack([im.attributes for im in ims]).min(0).tolist() == [0] * 18
     assert np.stack([im.attributes for im in ims]).max(0).tolist() == [1] * 18
     counts = np.bincount([len(im.visible) for im in ims], minlength=4)
@@ -219,7 +219,8 @@ def test_broden_csv_files_follow_the_netdissect_formats(world):
 
 def test_world_json_records_vocabularies_and_splits(world):
     w = json.loads((world / "world.json").read_text())
-    assert w["arguments"] == SMALL and len(w["class_names"]) == 32 and len(w["attribute_names"]) == 18
+    assert w["arguments"] == SMALL and len(w["class_names"]) == 24 and len(w["attribute_names"]) == 18
+    assert w["class_names"][5] == "square/striped" and "shape" in w["class_rule"]
     assert w["attribute_names"] == list(shapes.ATTRIBUTE_NAMES)
     assert "database = the train2017 images" in w["layout"]["splits"]
     assert w["sizes"]["broden"]["images"] == SMALL["n_broden"]

@@ -332,3 +332,16 @@ def test_tally_counts_label_ids_outside_the_vocabulary_as_unlabelled(dtype):
         bad = np.array([[1, -1], [7, 2]], dtype)  # -1 and 7 are no labels of this 4-label vocabulary
         acc.add(np.array([0]), np.array([0, 0, 0]), np.array([0, 1, 2]), 4, [bad], [], [0])
         assert acc.larea.tolist() == [0, 2, 3, 1] and acc.inter[0].tolist() == [0, 2, 1, 1]
+
+
+def test_starting_concepts_compare_each_readout_bit_with_its_dissected_label():
+    from bitlens.dissect import starting_concepts
+
+    units = [{"unit": 1, "label": "circle", "score": 0.09}, {"unit": 2, "label": "red-c", "score": 0.05},
+             {"unit": 3, "label": "solid", "score": 0.03}, {"unit": 4, "label": "", "score": 0.0},
+             {"unit": 5, "label": "red-c", "score": 0.2}]
+    rows = starting_concepts(units, ["circle", "red", "solid", "striped"], 0.04)
+    assert [(r["bit"], r["label"], r["kept"]) for r in rows] == [
+        (1, "circle", True), (2, "red-c", True),  # Broden's 'red-c' is the read-out 'red'
+        (3, "solid", False),  # its concept, below the threshold
+        (4, "", False)]  # a bit that never fires kept nothing; bit 5 started from no read-out

@@ -281,3 +281,71 @@ def test_a_checkpoint_written_by_the_trainer_loads_strictly_into_the_authors_mod
     assert torch.equal(theirs.GRM, m.GRM)
     ours = IBC(64, 7, "alexnet", 227)
     ours.load_state_dict(theirs.state_dict(), strict=True)  # and theirs into ours
+
+
+def _readouts(C: int, seed: int = 0) -> dict:
+    from bitlens.data.shapes import COLOR_NAMES, SHAPES, TEXTURES
+
+    g = torch.Generator().manual_seed(seed)
+    return {cat: {"weight": torch.randn(len(names) + 1, C, generator=g), "bias": torch.randn(len(names) + 1, generator=g),
+                  "concepts": list(names)}
+            for cat, names in (("shape", SHAPES), ("color", COLOR_NAMES), ("texture", TEXTURES))}
+
+
+def test_bits_start_as_concept_readouts_against_the_other_concepts_of_their_category():
+    from bitlens.data.shapes import COLOR_NAMES, SHAPES, TEXTURES
+    from bitlens.ibc.model import init_bits_from_readouts
+
+    torch.manual_seed(0)
+    model = build_ibc(32, 24, "small", 64, 32, width=16)
+    kaiming = model.enc_style.conv_last.weight[18:].clone()
+    r = _readouts(16)
+    names = init_bits_from_readouts(model, r)
+    assert names == [*SHAPES, *COLOR_NAMES, *TEXTURES]
+    w, b = model.enc_style.conv_last.weight, model.enc_style.conv_last.bias
+    # bit 6 + 2 = colour 'yellow' (row 3 of the colour read-out): row 3 minus the mean of rows 1, 2, 4..8
+    W, B = r["color"]["weight"], r["color"]["bias"]
+    others = [1, 2, 4, 5, 6, 7, 8]
+    torch.testing.assert_close(w[8, :, 1, 1], W[3] - W[others].mean(0))
+    torch.testing.assert_close(b[8], B[3] - B[others].mean())
+    assert torch.count_nonzero(w[8]) == torch.count_nonzero(w[8, :, 1, 1])  # only the centre tap
+    # on a feature map, bit 8 scores each cell by how much more it reads as yellow than as the other colours
+    feat = torch.rand(1, 16, 4, 4)
+    logits = torch.einsum("jc,nchw->njhw", W, feat) + B[None, :, None, None]
+    want = logits[:, 3] - logits[:, others].mean(1)
+    got = F.conv2d(feat, w[8:9], b[8:9], padding=1)[:, 0]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(model.enc_style.conv_last.weight[18:], kaiming)  # the bits beyond the read-outs keep kaiming
+
+
+def test_fewer_bits_than_readouts_take_the_first_concepts_and_mismatches_are_refused():
+    from bitlens.data.shapes import COLOR_NAMES, SHAPES
+    from bitlens.ibc.model import init_bits_from_readouts
+
+    model = build_ibc(16, 24, "small", 64, 32, width=16)
+    assert init_bits_from_readouts(model, _readouts(16)) == [*SHAPES, *COLOR_NAMES, "solid", "striped"]
+    with pytest.raises(ValueError, match="16 input channels"):
+        init_bits_from_readouts(model, _readouts(32))
+
+
+def test_bit_init_readouts_is_read_from_beside_the_backbone_weights(tmp_path):
+    from bitlens.ibc.model import build_from_params, small_features
+    from bitlens.ibc.pretrain import readouts_path
+
+    torch.save(small_features(16).state_dict(), tmp_path / "w.pt")
+    exp = {"code_length": 32, "backbone": "small", "crop": 64, "hidden": 32, "width": 16, "dropout": 0.0,
+           "backbone_weights": str(tmp_path / "w.pt"), "bit_init": "readouts"}
+    with pytest.raises(FileNotFoundError, match=r"w\.pt\.readouts\.pt.*bit_init: kaiming"):
+        build_from_params(exp, 24, seed=1, with_weights=True)
+    r = _readouts(16, seed=4)
+    torch.save(r, readouts_path(tmp_path / "w.pt"))
+    m = build_from_params(exp, 24, seed=1, with_weights=True)
+    W = r["shape"]["weight"]
+    torch.testing.assert_close(m.enc_style.conv_last.weight[0, :, 1, 1], W[1] - W[2:].mean(0))
+    official = build_from_params({**exp, "bit_init": "kaiming"}, 24, seed=1, with_weights=True)
+    assert torch.equal(official.enc_style.conv_last.weight[18:], m.enc_style.conv_last.weight[18:])
+    assert not torch.equal(official.enc_style.conv_last.weight[:18], m.enc_style.conv_last.weight[:18])
+    # a model about to load a checkpoint is not initialised (and needs no read-out file)
+    build_from_params({**exp, "backbone_weights": str(tmp_path / "absent.pt")}, 24, seed=1)
+    with pytest.raises(ValueError, match="backbone: small"):
+        build_from_params({**exp, "backbone_weights": ""}, 24, seed=1, with_weights=True)

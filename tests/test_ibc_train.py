@@ -201,7 +201,7 @@ def test_command_line_trains_a_profile_experiment(image_list, tmp_path, capsys):
             "data.imagelists.shapes.num_attributes=1", "data.imagelists.shapes.num_classes=3"]
     exp = {"iterations": 2, "batch_size": 8, "checkpoint_every": 2, "resize": 36, "crop": 32, "code_length": 8,
            "width": 8, "hidden": 16, "num_workers": 0,
-           "backbone_weights": ""}  # the tiny profile's in-kit pretrained backbone is not built here
+           "backbone_weights": "", "bit_init": "kaiming"}  # the tiny profile's in-kit pretrained backbone is not built here
     sets += [f"ibc.experiments.shapes.{k}={v}" for k, v in exp.items()]
     args = ["--profile", "tiny", "--experiment", "shapes", "--out", str(tmp_path), "--device", "cpu"]
     args += sum((["--set", s] for s in sets), [])
@@ -251,6 +251,30 @@ def test_sweep_plan_trains_other_lengths_as_long_as_asked_and_reuses_the_main_mo
     assert sweep_plan({**ibc, "sweep": {**ibc["sweep"], "experiment": ""}}) == {}
     with pytest.raises(ValueError, match="ibc.sweep.experiment = 'nope'"):
         sweep_plan({**ibc, "sweep": {**ibc["sweep"], "experiment": "nope"}})
+    # a shorter sweep: the main run's snapshot after that many updates serves its own length, when it has one
+    short = sweep_plan({**ibc, "sweep": {**ibc["sweep"], "iterations": 200}})
+    assert short[32] == {"snapshot": 200} and short[16]["iterations"] == 200
+    odd = sweep_plan({**ibc, "sweep": {**ibc["sweep"], "iterations": 150}})
+    assert odd[32] == {**base, "iterations": 150, "checkpoint_every": 150}  # no snapshot at 150: trained
+    longer = sweep_plan({**ibc, "sweep": {**ibc["sweep"], "iterations": 400}})
+    assert longer[32]["iterations"] == 400
+
+
+def test_a_main_run_snapshot_is_the_model_a_run_of_that_length_gives(image_list, tmp_path):
+    """Why a sweep may use the main run's snapshot: it equals training for that many iterations (with StepLR
+    and the data order running on past it)."""
+    from bitlens.ibc.train import run_summary, snapshot_summary
+
+    root, lst = image_list
+    m = model()
+    rows = train_ibc(m, lst, root, opts(iterations=4, checkpoint_every=2), tmp_path / "main", log=lambda *a: None)
+    short = train_ibc(model(), lst, root, opts(iterations=2, checkpoint_every=2), tmp_path / "short",
+                      log=lambda *a: None)
+    snap = snapshot_summary(run_summary("main", m, rows), 2)
+    assert snap["checkpoint"] == "main/checkpoint_00000002.pt" and snap["iterations"] == 2
+    a, _ = read_state_dict(tmp_path / snap["checkpoint"])
+    b, _ = read_state_dict(tmp_path / "short" / "checkpoint_00000002.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a) and len(short) == 2
 
 
 def test_batches_are_normalised_once_with_the_values_of_per_image_normalisation(image_list):

@@ -491,6 +491,24 @@ def planted_concepts(units: list[dict], t: Tally, broden, threshold: float) -> l
     return rows
 
 
+def base_concept(label: str) -> str:
+    """Broden names colors 'red-c' and scenes 'sky-s'; attributes and read-outs use the plain names."""
+    return label[:-2] if label.endswith(("-c", "-s")) else label
+
+
+def starting_concepts(units: list[dict], starts: list[str], threshold: float) -> list[dict]:
+    """For bits whose filters started as concept read-outs (`bit_init: readouts`; `starts[k]` is bit k + 1's
+    concept): the dissected label and IoU beside the starting concept; `kept` when the label is that concept at
+    IoU ≥ `threshold`."""
+    by_unit = {u["unit"]: u for u in units}
+    rows = []
+    for k, start in enumerate(starts):
+        u = by_unit.get(k + 1, {"label": "", "score": 0.0})
+        rows.append({"bit": k + 1, "started_as": start, "label": u["label"], "iou": float(u["score"]),
+                     "kept": bool(u["label"]) and base_concept(u["label"]) == start and u["score"] >= threshold})
+    return rows
+
+
 def bit_groups(units: list[dict], threshold: float) -> dict[str, list[int]]:
     """Concept → 1-based units labelled with it (IoU ≥ threshold), best first: the customized-retrieval groups."""
     groups: dict[str, list[tuple[float, int]]] = {}

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bitlens import figures, metrics
+from bitlens.dissect import base_concept
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -23,11 +24,6 @@ def _png(image: np.ndarray) -> bytes:
     buf = _io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _base_concept(label: str) -> str:
-    """Broden names colors 'red-c' and scenes 'sky-s'; attributes are plain names."""
-    return label[:-2] if label.endswith(("-c", "-s")) else label
 
 
 def label_text(label: str) -> str:
@@ -63,7 +59,7 @@ class BitBrowser:
             return {}
         on = self.B[:, bit - 1] > 0
         out = {"items_on": int(on.sum())}
-        concept = _base_concept(self.units[bit - 1]["label"])
+        concept = base_concept(self.units[bit - 1]["label"])
         if self.attrs is not None and concept in self.attr_names and on.any():
             out[f"attribute '{concept}'"] = float((self.attrs[on, self.attr_names.index(concept)] == 1).mean())
         if self.GRM is not None and self.labels is not None and on.any():
@@ -85,7 +81,7 @@ class BitBrowser:
             return name
         low = name.lower()
         for c in known:
-            if c.lower() == low or _base_concept(c).lower() == low:
+            if c.lower() == low or base_concept(c).lower() == low:
                 return c
         return None
 

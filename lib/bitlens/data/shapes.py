@@ -37,10 +37,11 @@ SCENE_BASE = {"sky": (120, 180, 235), "grass": (70, 150, 60), "sand": (215, 190,
               "wall": (150, 80, 60), "night": (20, 20, 50)}
 
 ATTRIBUTE_NAMES = SHAPES + COLOR_NAMES + TEXTURES
-# The class is the colour and texture of the largest visible object: classes for which colour and texture
-# matter, so that IBC's bits have a reason to keep the backbone's colour and texture detectors (with the earlier
-# scene × shape rule, the tiny model's bits fired on scenes and borders and found one planted concept of 24).
-CLASS_NAMES = tuple(f"{color}/{texture}" for color in COLOR_NAMES for texture in TEXTURES)
+# The class is the shape and texture of the largest visible object (24 classes). IBC's real branch trains the bit
+# filters to separate the classes, so the bits keep the concept detectors the classes need: with scene × shape
+# classes (worlds before version 3) the bits fired on scenes and borders; with colour × texture (version 3) no bit
+# became a shape detector. Colour needs no class: the read-out-initialised colour bits keep it (docs/dissection.md).
+CLASS_NAMES = tuple(f"{shape}/{texture}" for shape in SHAPES for texture in TEXTURES)
 
 # Image-set names: their index seeds the per-image generators; the COCO folders are named as COCO 2017's.
 SPLITS = {"train": 0, "val": 1, "broden": 2}
@@ -93,8 +94,8 @@ class ShapesImage:
 
     @property
     def label(self) -> int:
-        """Class index into CLASS_NAMES: colour × texture of the largest visible object."""
-        return COLOR_NAMES.index(self.largest.color) * len(TEXTURES) + TEXTURES.index(self.largest.texture)
+        """Class index into CLASS_NAMES: shape × texture of the largest visible object."""
+        return SHAPES.index(self.largest.shape) * len(TEXTURES) + TEXTURES.index(self.largest.texture)
 
     @property
     def attributes(self) -> np.ndarray:
@@ -423,7 +424,7 @@ def _export_broden(root: Path, count: int, seed: int, image_size: int, mask_size
 # -- the whole world ---------------------------------------------------------------------------------------------
 
 MANAGED = ("coco", "images", "lists", "broden")  # what generate_world owns under its root
-WORLD_VERSION = 3  # bump whenever the files change for the same arguments, so old worlds are rebuilt
+WORLD_VERSION = 4  # bump whenever the files change for the same arguments, so old worlds are rebuilt
 
 
 def _validated_arguments(**args) -> dict:
@@ -482,7 +483,7 @@ def generate_world(root, *, seed: int = 0, image_size: int = 64, n_train: int = 
         "version": WORLD_VERSION, "arguments": args, "sizes": sizes,
         "scenes": list(SCENES), "shapes": list(SHAPES), "colors": list(COLOR_NAMES), "textures": list(TEXTURES),
         "attribute_names": list(ATTRIBUTE_NAMES), "class_names": list(CLASS_NAMES),
-        "class_rule": "class = colour index × 4 + texture index of the largest visible object",
+        "class_rule": "class = shape index × 4 + texture index of the largest visible object",
         "broden_vocabulary": broden_vocabulary(),
         "layout": {
             "coco": "coco/annotations/captions_{train2017,val2017}.json + coco/{train2017,val2017}/ (5 captions each)",

@@ -4,9 +4,11 @@ The paper dissects an IBC network whose AlexNet backbone was pretrained on Image
 respond to objects, colours and textures before hashing starts. The tiny profile gets the same shape: before IBC
 training, the small backbone learns to predict, at every cell of its feature map, the shape, colour and texture
 under it (the world's own per-pixel maps, background included), plus the image's scene. Only the backbone's
-weights are kept (a state dict of `small_features()`), and IBC training starts from them.
+weights are kept (a state dict of `small_features()`), and IBC training starts from them; beside them, the
+read-outs (the 1×1 heads' weights) are kept, so that IBC's bit filters can start from them
+(`ibc.experiments.<name>.bit_init: readouts`, see `bitlens.ibc.model.init_bits_from_readouts`).
 
-    weights = pretrain_backbone(small_features(), world_seed=0, n_images=2000, steps=240)
+    weights = pretrain_backbone(small_features(), world_seed=0, n_images=2000, steps=800)
     torch.save(weights["state_dict"], path)
 """
 from __future__ import annotations
@@ -24,6 +26,8 @@ from bitlens.progress import progress
 
 HEADS = {"shape": len(shapes.SHAPES) + 1, "color": len(shapes.COLOR_NAMES) + 1,
          "texture": len(shapes.TEXTURES) + 1}  # + 1: background
+CONCEPTS = {"shape": shapes.SHAPES, "color": shapes.COLOR_NAMES, "texture": shapes.TEXTURES}  # head row j + 1
+LOSS_TERMS = (*HEADS, "scene")
 
 
 @dataclass
@@ -70,9 +74,11 @@ def _targets_at(maps: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def concept_loss(features: nn.Module, heads: ConceptHeads, x, maps: dict, scene,
-                 background_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
-    """Sum of the per-cell cross-entropies (shape, colour, texture; background cells weighted by
-    `background_weight`, since most cells are background) and the scene cross-entropy."""
+                 background_weight: float = 1.0, loss_weights: dict | None = None) -> tuple[torch.Tensor, dict]:
+    """Weighted sum of the per-cell cross-entropies (shape, colour, texture; background cells weighted by
+    `background_weight`, since most cells are background) and the scene cross-entropy; `loss_weights` maps
+    LOSS_TERMS to their weights (default 1 each). The returned dict holds the unweighted terms."""
+    w = _loss_weights(loss_weights)
     feat = features(x)
     pix, sc = heads(feat)
     size = feat.shape[-1]
@@ -80,7 +86,16 @@ def concept_loss(features: nn.Module, heads: ConceptHeads, x, maps: dict, scene,
                                  weight=torch.tensor([background_weight] + [1.0] * (n - 1)))
               for k, n in HEADS.items()}
     losses["scene"] = F.cross_entropy(sc, scene)
-    return sum(losses.values()), {k: float(v.detach()) for k, v in losses.items()}
+    return sum(w[k] * v for k, v in losses.items()), {k: float(v.detach()) for k, v in losses.items()}
+
+
+def _loss_weights(loss_weights: dict | None) -> dict:
+    w = {k: 1.0 for k in LOSS_TERMS}
+    unknown = sorted(set(loss_weights or {}) - set(w))
+    if unknown:
+        raise ValueError(f"unknown pretraining loss term(s) {', '.join(unknown)}; valid: {', '.join(LOSS_TERMS)}")
+    w.update({k: float(v) for k, v in (loss_weights or {}).items()})
+    return w
 
 
 @torch.no_grad()
@@ -105,17 +120,21 @@ def concept_accuracy(features: nn.Module, heads: ConceptHeads, data: ConceptSet,
 
 def pretrain_backbone(features: nn.Module, world_seed: int = 0, n_images: int = 2000, steps: int = 240,
                       batch_size: int = 64, lr: float = 3e-3, seed: int = 0, image_size: int = 64,
-                      max_objects: int = 3, n_val: int = 200, background_weight: float = 1.0) -> dict:
+                      max_objects: int = 3, n_val: int = 200, background_weight: float = 1.0,
+                      loss_weights: dict | None = None) -> dict:
     """Train `features` (a small_features() module) to predict the concept maps; returns {'state_dict': the
-    backbone's weights, 'accuracy': held-out accuracy per head (Shapes 'val' images), 'loss': last losses}.
-    Deterministic for a given seed on CPU."""
+    backbone's weights, 'readouts': the pixel heads' weights (readouts_from_heads), 'accuracy': held-out
+    accuracy per head (Shapes 'val' images), 'loss': last losses}. Deterministic on CPU for a given seed and
+    initial `features` (ensure_pretrained draws those from the seed too)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     train = concept_set(world_seed, n_images, image_size, max_objects, "train")
     with torch.no_grad():
         channels = features(train.images[:1]).shape[1]
     heads = ConceptHeads(channels)
-    opt = torch.optim.Adam(list(features.parameters()) + list(heads.parameters()), lr=lr)
+    features.to(memory_format=torch.channels_last)  # faster convolutions on CPU, same values
+    heads.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(list(features.parameters()) + list(heads.parameters()), lr=lr, fused=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps))
     last = {}
     features.train()
@@ -124,9 +143,9 @@ def pretrain_backbone(features: nn.Module, world_seed: int = 0, n_images: int = 
         idx = torch.randint(0, n_images, (batch_size,), generator=g)
         x = train.images[idx]
         flip = torch.rand(batch_size, generator=g) < 0.5  # mirror half the batch (the IBC trainer flips too)
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x).contiguous(memory_format=torch.channels_last)
         maps = {k: torch.where(flip[:, None, None], v[idx].flip(-1), v[idx]) for k, v in train.maps.items()}
-        loss, last = concept_loss(features, heads, x, maps, train.scene[idx], background_weight)
+        loss, last = concept_loss(features, heads, x, maps, train.scene[idx], background_weight, loss_weights)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -135,17 +154,35 @@ def pretrain_backbone(features: nn.Module, world_seed: int = 0, n_images: int = 
     acc = concept_accuracy(features, heads, val) if val is not None else {}
     features.eval()
     return {"state_dict": {k: v.detach().clone() for k, v in features.state_dict().items()},
-            "accuracy": acc, "loss": last}
+            "readouts": readouts_from_heads(heads), "accuracy": acc, "loss": last}
 
 
-PRETRAIN_VERSION = 1  # bump when the recipe changes, so stale weights files are rebuilt
+def readouts_from_heads(heads: ConceptHeads) -> dict:
+    """{category: {'weight': (1 + n, C), 'bias': (1 + n,), 'concepts': [n names]}}: row 0 is background, row
+    j + 1 the concept `concepts[j]` — each a linear read-out of the backbone's channels at one cell."""
+    return {k: {"weight": h.weight.detach()[:, :, 0, 0].clone(), "bias": h.bias.detach().clone(),
+                "concepts": list(CONCEPTS[k])}
+            for k, h in heads.pixel.items()}
+
+
+def readouts_path(weights_path) -> "Path":
+    """Where ensure_pretrained keeps the read-outs of a weights file: `<weights>.readouts.pt` beside it."""
+    from pathlib import Path
+
+    weights_path = Path(weights_path)
+    return weights_path.with_name(weights_path.name + ".readouts.pt")
+
+
+PRETRAIN_VERSION = 3  # bump when the recipe changes, so stale weights files are rebuilt
 
 
 def ensure_pretrained(path, features_factory, world_seed: int = 0, image_size: int = 64, max_objects: int = 3,
                       **options) -> dict:
-    """Pretrained backbone weights at `path` (a state dict, plus `<path>.json` with the recipe and held-out
-    accuracy): reused when the recipe matches, else trained with pretrain_backbone(features_factory(), …) and
-    written atomically. Returns the JSON record."""
+    """Pretrained backbone weights at `path` (a state dict, plus `<path>.readouts.pt` with the concept read-outs
+    and `<path>.json` with the recipe and held-out accuracy, written last): reused when the recipe matches and
+    all three exist, else trained with pretrain_backbone(features_factory(), …) — the factory called with torch
+    seeded by `options['seed']`, so the initial weights, too, follow the recipe — and written atomically.
+    Returns the JSON record."""
     import json
     from pathlib import Path
 
@@ -155,15 +192,21 @@ def ensure_pretrained(path, features_factory, world_seed: int = 0, image_size: i
     recipe = {"version": PRETRAIN_VERSION, "world_seed": world_seed, "image_size": image_size,
               "max_objects": max_objects, **options}
     meta_path = path.with_name(path.name + ".json")
-    if path.exists() and meta_path.exists():
+    if path.exists() and meta_path.exists() and readouts_path(path).exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("recipe") == recipe:
             return meta
-    res = pretrain_backbone(features_factory(), world_seed=world_seed, image_size=image_size,
-                            max_objects=max_objects, **options)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(options.get("seed", 0)))
+        features = features_factory()
+    res = pretrain_backbone(features, world_seed=world_seed, image_size=image_size, max_objects=max_objects,
+                            **options)
     path.parent.mkdir(parents=True, exist_ok=True)
+    meta_path.unlink(missing_ok=True)  # the record marks a complete pair: drop it before either file changes
     with io.atomic_path(path, suffix=".pt") as tmp:
         torch.save(res["state_dict"], tmp)
+    with io.atomic_path(readouts_path(path), suffix=".pt") as tmp:
+        torch.save(res["readouts"], tmp)
     meta = {"recipe": recipe, "accuracy": res["accuracy"], "loss": res["loss"]}
     io.write_json(meta_path, meta)
     return meta
@@ -175,7 +218,7 @@ def pretrain_experiments(params: dict, root=None, log=print) -> dict:
     from bitlens.config import resolve_path
     from bitlens.ibc.model import small_features
 
-    S = params["data"]["shapes"]
+    S, R = params["data"]["shapes"], params["ibc"]["pretrain"]
     if not S["generate"]:
         return {}
     world = resolve_path(S["root"], root).resolve()
@@ -189,7 +232,9 @@ def pretrain_experiments(params: dict, root=None, log=print) -> dict:
         width = exp.get("width") or 64
         out[name] = ensure_pretrained(path, lambda: small_features(width), world_seed=S["seed"],
                                       image_size=S["image_size"], max_objects=S["max_objects"],
-                                      n_images=S["n_train"], seed=exp["seed"], background_weight=0.1)
+                                      n_images=S["n_train"], seed=exp["seed"], steps=R["steps"], lr=R["lr"],
+                                      batch_size=R["batch_size"], background_weight=R["background_weight"],
+                                      loss_weights=dict(R["loss_weights"]))
         log(f"{name}: backbone pretrained on the Shapes concept maps → {path.name}; held-out accuracy "
             + ", ".join(f"{k} {v:.2f}" for k, v in out[name]["accuracy"].items()))
     return out

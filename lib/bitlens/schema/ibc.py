@@ -33,6 +33,10 @@ EXPERIMENT = {
     "lr": Field(float, 1e-4, above=0, help="Adam base lr; ×10 for hash_layer, hash_prediction, conv_last, real_prediction, GRM"),
     "conv_last_lr_mult": Field(float, 10.0, above=0,
                                help="lr multiplier of conv_last, the bit filters (official: 10, with the other heads)"),
+    "bit_init": Field(str, "kaiming", choices=["kaiming", "readouts"],
+                      help="kaiming = the official init of conv_last; readouts = the first bit filters start as the "
+                           "concept read-outs that bitlens.ibc.pretrain keeps beside backbone_weights (small "
+                           "backbone, tiny profile), the rest kaiming"),
     "beta1": Field(float, 0.9, min=0, max=1),
     "beta2": Field(float, 0.999, min=0, max=1),
     "weight_decay": Field(float, 5e-4, min=0, help="Adam weight decay (GRM included)"),
@@ -55,8 +59,18 @@ EXPERIMENT = {
                                  help="released profile: extract codes with this checkpoint"),
 }
 
+PRETRAIN = {
+    "steps": Field(int, 240, min=1, help="Adam steps of the concept pretraining"),
+    "lr": Field(float, 3e-3, above=0, help="peak learning rate (one-cycle schedule)"),
+    "batch_size": Field(int, 64, min=1, help="images per step"),
+    "background_weight": Field(float, 0.1, min=0, help="weight of background cells in the per-cell losses"),
+    "loss_weights": {k: Field(float, 1.0, min=0, help=f"weight of the {k} loss term") for k in
+                     ("shape", "color", "texture", "scene")},
+}
+
 IBC = {
     "enabled": Field(bool, True, help="run the IBC stages"),
+    "pretrain": PRETRAIN,  # the small backbone's in-kit concept pretraining (bitlens.ibc.pretrain), tiny profile
     "experiments": MapOf(EXPERIMENT, help="named experiments (tiny: shapes; paper/released: imagenet100c, "
                                           "imagenet150k, sun120k)"),
     "sweep": {
