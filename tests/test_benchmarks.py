@@ -64,7 +64,8 @@ def test_readme_table_is_generated_between_the_markers(tmp_path):
         w.writeheader()
         w.writerows(monkey_rows)
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- bench:start -->\nold typed table\n<!-- bench:end -->\noutro\n")
+    readme.write_text("intro\n<!-- bench:start -->\nold typed table\n<!-- bench:end -->\n"
+                      "<!-- stages:start -->\n<!-- stages:end -->\noutro\n")
     old, new = readme_table.update(readme, res)
     assert "old typed table" not in new and new.startswith("intro\n") and new.endswith("outro\n")
     assert "| Hamming demo | ours: 0.5 s | faiss: 1 s | 0.5 | ratio <= 0.8 | yes |" in new
@@ -72,6 +73,35 @@ def test_readme_table_is_generated_between_the_markers(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(SystemExit, match="markers"):
         readme_table.update(readme, res)
+
+
+def test_stage_times_come_from_a_complete_first_run_and_state_the_goal(tmp_path):
+    import readme_table
+    import stage_times
+
+    stages = {"00_data": {"status": "ran", "seconds": 20.0, "load_1min": 1.1},
+              "20_ibc_train": {"status": "ran", "seconds": 330.5, "load_1min": 1.9}}
+    manifest = {"git_commit": "abcdef1234567", "git_dirty": False, "started": "2026-11-23T08:00:00",
+                "load_1min_at_start": 0.4, "stages": stages}
+    rows = stage_times.rows_from_manifest(manifest)
+    text = "\n".join(stage_times.table(rows))
+    assert "| `20_ibc_train` | 330.5 | 1.9 |" in text and "**350.5** (5 min 50 s)" in text
+    assert "**met**" in text and "load average 0.4 at the start" in text and "abcdef1234" in text
+    over = stage_times.table(stage_times.rows_from_manifest(
+        {**manifest, "stages": {**stages, "10_bebr_features": {"status": "ran", "seconds": 10.0}}}))
+    assert "**NOT MET**" in "\n".join(over)  # 360.5 s is not under 6 minutes
+    for status in ("cached", "not run", "failed"):
+        with pytest.raises(ValueError, match=f"20_ibc_train \\({status}\\)"):
+            stage_times.rows_from_manifest({**manifest, "stages": {**stages, "20_ibc_train": {"status": status,
+                                                                                              "seconds": 0.0}}})
+    res = tmp_path / "results"
+    path = stage_times.write(rows, results=res)
+    assert path.name.startswith("tiny_stages__")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench:start -->\n<!-- bench:end -->\n<!-- stages:start -->\nold\n<!-- stages:end -->\n")
+    _, new = readme_table.update(readme, res)
+    assert "old" not in new and "| `00_data` | 20.0 | 1.1 |" in new
+    assert "tiny_stages" not in new.split("<!-- bench:end -->")[0]  # not read as a benchmark's rows
 
 
 def test_bench_search_runs_end_to_end_on_tiny_sizes(tmp_path, monkeypatch):

@@ -133,3 +133,18 @@ def test_pairs_are_interleaved_image_then_caption_with_the_image_index_as_label(
     np.testing.assert_array_equal(lab, [2, 0, 0, 1])
     with pytest.raises(ValueError, match="image indices must lie in 0..2"):
         interleave_pairs(img, txt, [0, 1, 2, 3])
+
+
+def test_file_stats_change_when_a_file_is_rewritten_under_the_same_name(tmp_path):
+    import os
+
+    from bitlens.encoders import file_stats, inputs_digest
+
+    f = tmp_path / "a.png"
+    f.write_bytes(b"one")
+    before = inputs_digest(images=file_stats([f]))
+    st = f.stat()
+    f.write_bytes(b"two")  # same size, same name
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert inputs_digest(images=file_stats([f])) != before
+    assert file_stats([f])[0][:2] == [str(f), 3]

@@ -157,6 +157,16 @@ def file_digest(path) -> str:
     return h.hexdigest()
 
 
+def file_stats(paths) -> list[list]:
+    """[path, size, modification time] per file: image files stand for their pixels in an inputs digest (a world
+    regenerated under the same names is other data; hashing every image would cost minutes at COCO scale)."""
+    out = []
+    for p in paths:
+        st = Path(p).stat()
+        out.append([str(p), st.st_size, st.st_mtime_ns])
+    return out
+
+
 def inputs_digest(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 

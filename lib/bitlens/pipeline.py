@@ -48,6 +48,7 @@ class StageResult:
     seconds: float = 0.0
     notebook: Path | None = None
     detail: str = ""
+    load: float | None = None  # 1-minute load average when the stage ended (how busy the machine was)
 
 
 def library_fingerprint() -> str:
@@ -219,6 +220,7 @@ class Pipeline:
         io.write_text(self.results_dir / "params.resolved.yaml", config.dump_params(self.params))
         kernel = _kernel_name(self.params["pipeline"]["kernel"])
         self._run_started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self._load_at_start = round(os.getloadavg()[0], 2)
         self._record = self._run_record()
         results: list[StageResult] = []
         lib = library_fingerprint()
@@ -306,7 +308,7 @@ class Pipeline:
                                          f"its notebook must end with stage.write_metrics(...)")
         fingerprint.write_marker(stage_dir, fp, by="pipeline", seconds=round(secs, 2), notebook=str(nb_out),
                                  forced=bool(force))
-        return StageResult(spec.name, "ran", secs, nb_out)
+        return StageResult(spec.name, "ran", secs, nb_out, load=round(os.getloadavg()[0], 2))
 
     def _interrupted(self, spec: StageSpec, t0: float) -> StageInterrupted:
         fingerprint.clear_marker(self.results_dir / spec.name)
@@ -338,6 +340,8 @@ class Pipeline:
                 stages[spec.name] = {"status": "not run", "seconds": 0.0, "last_run_seconds": m.get("seconds")}
         for r in results:
             entry: dict[str, Any] = {"status": r.status, "seconds": round(r.seconds, 2)}
+            if r.load is not None:
+                entry["load_1min"] = r.load
             if r.status == "cached":
                 m = fingerprint.read_marker(self.results_dir / r.name) or {}
                 if m.get("seconds") is not None:
@@ -350,6 +354,7 @@ class Pipeline:
         record = getattr(self, "_record", None) or self._run_record()
         io.write_json(self.results_dir / "run_manifest.json", {
             **record, "started": getattr(self, "_run_started", None),
+            "load_1min_at_start": getattr(self, "_load_at_start", None),
             "written": time.strftime("%Y-%m-%dT%H:%M:%S"), "stages": stages})
 
 

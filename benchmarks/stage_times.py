@@ -1,0 +1,89 @@
+"""Record the stage times of a first run of the tiny profile for the README (never typed by hand).
+
+    python run_all.py                      # on a freshly generated world: rm -rf data/shapes results/tiny first
+    python benchmarks/stage_times.py       # -> benchmarks/results/tiny_stages__<cpu>-<n>c.csv
+    python benchmarks/readme_table.py      # -> the README's stage-time table
+
+Reads `results/<profile>/run_manifest.json` and refuses a run in which any stage did not run (cached, failed or
+not run): the goal — the tiny profile in under 6 minutes on 2 quiet cores — is about a first run. Each row keeps
+the 1-minute load average at the stage's end; the load at the start of the run is a row of its own.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from common import RESULTS, hardware  # noqa: E402
+
+COLUMNS = ["stage", "seconds", "load_1min", "commit", "started"]
+GOAL_SECONDS = 360.0  # the tiny profile's goal: under 6 minutes of stage time
+
+
+def rows_from_manifest(manifest: dict, source: str = "run_manifest.json") -> list[dict]:
+    """One row per stage (and one for the run's start); ValueError naming the stages that did not run."""
+    stages = manifest.get("stages") or {}
+    missing = [f"{k} ({v.get('status')})" for k, v in stages.items() if v.get("status") != "ran"]
+    if not stages or missing:
+        raise ValueError(f"{source}: not a complete first run — " + (", ".join(missing) or "no stages") +
+                         ". Remove data/shapes and results/<profile>, run `python run_all.py`, then record it.")
+    meta = {"commit": (manifest.get("git_commit") or "")[:10] + ("+dirty" if manifest.get("git_dirty") else ""),
+            "started": manifest.get("started") or ""}
+    rows = [{"stage": "(start of the run)", "seconds": "", "load_1min": manifest.get("load_1min_at_start", ""),
+             **meta}]
+    rows += [{"stage": k, "seconds": v["seconds"], "load_1min": v.get("load_1min", ""), **meta}
+             for k, v in stages.items()]
+    return rows
+
+
+def write(rows: list[dict], profile: str = "tiny", results: Path = RESULTS) -> Path:
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{profile}_stages__{hardware()}.csv"
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+    return path
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The README lines: the stage table, its total and the goal's status, from the recorded rows."""
+    stages = [r for r in rows if r["seconds"] not in ("", None)]
+    total = sum(float(r["seconds"]) for r in stages)
+    start = next((r["load_1min"] for r in rows if r["seconds"] in ("", None)), "")
+    out = ["| stage | seconds | load (1 min) at its end |", "|---|---|---|"]
+    out += [f"| `{r['stage']}` | {float(r['seconds']):.1f} | {r['load_1min'] or '—'} |" for r in stages]
+    minutes, secs = divmod(round(total), 60)
+    status = "met" if total < GOAL_SECONDS else "NOT MET"
+    out += [f"| **total** | **{total:.1f}** ({minutes} min {secs} s) | |", "",
+            f"Goal: under {GOAL_SECONDS / 60:.0f} minutes of stage time — **{status}** "
+            f"(commit {rows[0]['commit'] or '—'}, started {rows[0]['started'] or '—'}, load average {start or '—'} "
+            f"at the start)."]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--manifest", type=Path, default=HERE.parent / "results" / "tiny" / "run_manifest.json")
+    a = ap.parse_args(argv)
+    if not a.manifest.exists():
+        raise SystemExit(f"{a.manifest}: no run manifest; run `python run_all.py` first")
+    manifest = json.loads(a.manifest.read_text())
+    try:
+        rows = rows_from_manifest(manifest, str(a.manifest))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    path = write(rows, manifest.get("profile", "tiny"))
+    print("\n".join(table(rows)))
+    print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
