@@ -272,8 +272,11 @@ def test_sigint_during_a_stage_prints_one_line_exits_130_and_leaves_it_incomplet
         "run_all.Pipeline = make\n"
         "sys.exit(run_all.main(['--profile', 'tiny']))\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
+    # a terminal's foreground job receives Ctrl-C; a background job of a non-interactive shell (how a CI script
+    # may start pytest) inherits SIGINT ignored, and an ignored signal stays ignored in every child: restore it
     proc = subprocess.Popen([sys.executable, str(driver)], cwd=reading_kit, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (reading_kit / "started_b").exists():
         assert proc.poll() is None, proc.communicate()
