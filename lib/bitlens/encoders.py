@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from bitlens import io
+from bitlens.io import file_stats  # noqa: F401  (the notebooks' digests use encoders.file_stats)
 from bitlens.progress import progress
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -155,16 +156,6 @@ def file_digest(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def file_stats(paths) -> list[list]:
-    """[path, size, modification time] per file: image files stand for their pixels in an inputs digest (a world
-    regenerated under the same names is other data; hashing every image would cost minutes at COCO scale)."""
-    out = []
-    for p in paths:
-        st = Path(p).stat()
-        out.append([str(p), st.st_size, st.st_mtime_ns])
-    return out
 
 
 def inputs_digest(**parts) -> str:

@@ -94,3 +94,17 @@ def torch_save(path: str | os.PathLike, obj: Any) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def file_stats(paths) -> list[list]:
+    """[path, size, modification time in ns] per file ([path, -1, -1] when it is missing): files stand for their
+    contents in an inputs digest (a dataset regenerated under the same names is other data; hashing every image
+    would cost minutes at COCO or ImageNet scale)."""
+    out = []
+    for p in paths:
+        try:
+            st = Path(p).stat()
+            out.append([str(p), st.st_size, st.st_mtime_ns])
+        except OSError:
+            out.append([str(p), -1, -1])  # the loader reports a missing file where it reads it
+    return out

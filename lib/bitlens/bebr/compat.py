@@ -34,7 +34,7 @@ from bitlens.bebr.heads import HeadConfig, RBEHead
 from bitlens.bebr.loss import contrast_direction, rbe_loss
 from bitlens.bebr.sampler import PairBatches, interleave_pairs, split_pairs
 from bitlens.bebr.train import (FEATURE_FILES, TrainOptions, autocast, embed, head_flags, load_features, optimizer_step,
-                                _training_inputs, option_flags, param_groups, run_settings)
+                                option_flags, param_groups, run_settings, training_inputs)
 from bitlens.progress import progress
 
 HEAD_FILE = "head.pth"
@@ -162,8 +162,8 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
     scaler = torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=opts.amp)
     settings = {**run_settings(cfg, opts), "weight": weight,
                 "old_head": _state_digest(old_head) if weight > 0 else None,
-                "inputs": checkpoint.data_digest(_training_inputs(new_feats),
-                                                 _training_inputs(old_feats) if weight > 0 else None)}
+                "inputs": checkpoint.data_digest(training_inputs(new_feats),
+                                                 training_inputs(old_feats) if weight > 0 else None)}
     history = {"epoch": [], "loss": [], "val_r1": [], "val_cross_r1": [], "seconds": []}
     st = checkpoint.open_run(out_dir, settings, opts.epochs, world, fresh, ARTIFACTS, "epochs", say)
     start = 0

@@ -94,7 +94,7 @@ def run_settings(cfg: HeadConfig, opts: TrainOptions) -> dict:
     return {"config": asdict(cfg), "options": {k: v for k, v in asdict(opts).items() if k not in ("device", "epochs")}}
 
 
-def _training_inputs(features: dict) -> dict:
+def training_inputs(features: dict) -> dict:
     """The feature arrays a head learns from and is evaluated on (what the `inputs` digest covers)."""
     return {k: features[k] for k in ("train_feat", "train_label", "val_img", "val_txt") if k in features}
 
@@ -139,7 +139,7 @@ def train_head(features: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, fre
                           nesterov=opts.nesterov)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=opts.lr_step_epoch, gamma=opts.gamma)
     scaler = torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=opts.amp)
-    settings = {**run_settings(cfg, opts), "inputs": checkpoint.data_digest(_training_inputs(features))}
+    settings = {**run_settings(cfg, opts), "inputs": checkpoint.data_digest(training_inputs(features))}
     st = checkpoint.open_run(out_dir, settings, opts.epochs, world, fresh, ARTIFACTS, "epochs", say)
     history, start = {"epoch": [], "loss": [], "val_r1": [], "seconds": []}, 0
     if st is not None:

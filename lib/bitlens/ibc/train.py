@@ -225,14 +225,7 @@ def training_inputs_digest(image_list, root) -> str:
     """The `inputs` setting of an IBC run: the list's paths and labels, and each image file's size and
     modification time (a regenerated dataset under the same names is other data; hashing every image would cost
     minutes at ImageNet scale). The starting weights are `IBCTrainOptions.initial_weights`."""
-    root = Path(root)
-    stats = []
-    for rel in image_list.paths:
-        try:
-            st = (root / rel).stat()
-            stats.append((st.st_size, st.st_mtime_ns))
-        except OSError:
-            stats.append((-1, -1))  # the loader reports a missing file with its list line
+    stats = [s[1:] for s in io.file_stats(Path(root) / rel for rel in image_list.paths)]
     return checkpoint.data_digest(list(image_list.paths), image_list.labels, np.asarray(stats, np.int64))
 
 
