@@ -102,6 +102,21 @@ def test_stage_times_come_from_a_complete_first_run_and_state_the_goal(tmp_path)
     _, new = readme_table.update(readme, res)
     assert "old" not in new and "| `00_data` | 20.0 | 1.1 |" in new
     assert "tiny_stages" not in new.split("<!-- bench:end -->")[0]  # not read as a benchmark's rows
+    assert "Every first run recorded" not in new  # one run: nothing to list beside it
+
+    # a later, slower run is added beside the first; recording it twice does not duplicate it
+    later = {**manifest, "started": "2026-11-23T09:00:00", "load_1min_at_start": 1.2,
+             "stages": {**stages, "20_ibc_train": {"status": "ran", "seconds": 400.0, "load_1min": 2.0}}}
+    stage_times.write(stage_times.rows_from_manifest(later), results=res)
+    stage_times.write(stage_times.rows_from_manifest(later), results=res)
+    recorded = stage_times.runs(common.read(path))
+    assert [run[0]["started"] for run in recorded] == ["2026-11-23T08:00:00", "2026-11-23T09:00:00"]
+    assert [len(run) for run in recorded] == [3, 3]
+    text = "\n".join(stage_times.table(common.read(path)))
+    assert "| `20_ibc_train` | 400.0 | 2.0 |" in text and "**NOT MET**" in text  # the newest run's stages
+    assert "goal met in 1 of 2" in text
+    assert "| 2026-11-23T08:00:00 | abcdef1234 | 0.4 | 350.5 s (5 min 50 s) | met |" in text
+    assert "| 2026-11-23T09:00:00 | abcdef1234 | 1.2 | 420.0 s (7 min 0 s) | NOT MET |" in text
 
 
 def test_bench_search_runs_end_to_end_on_tiny_sizes(tmp_path, monkeypatch):
