@@ -345,3 +345,58 @@ def test_starting_concepts_compare_each_readout_bit_with_its_dissected_label():
         (1, "circle", True), (2, "red-c", True),  # Broden's 'red-c' is the read-out 'red'
         (3, "solid", False),  # its concept, below the threshold
         (4, "", False)]  # a bit that never fires kept nothing; bit 5 started from no read-out
+
+
+def _placement_broden(tmp_path):
+    """Two 16×16 images (masks 16×16): object 'cat' (1) on the centre 4×4 block; image 1 also has the scene
+    'sky-s' (2) as an image-level label."""
+    d = tmp_path / "placement"
+    (d / "images").mkdir(parents=True)
+    rows = []
+    for i in range(2):
+        Image.new("RGB", (16, 16), (0, 60 * i, 0)).save(d / "images" / f"{i}.png")
+        m = np.zeros((16, 16, 3), np.uint8)
+        m[6:10, 6:10, 0] = 1
+        Image.fromarray(m).save(d / "images" / f"{i}_o.png")
+        rows.append(f"{i}.png,train,16,16,16,16,{i}_o.png,{2 if i else ''}")
+    (d / "index.csv").write_text("image,split,ih,iw,sh,sw,object,scene\n" + "\n".join(rows) + "\n")
+    (d / "category.csv").write_text("name,first,last,count,frequency\nobject,1,1,1,2\nscene,2,2,1,1\n")
+    (d / "label.csv").write_text("number,name,category,frequency,coverage,syns\n1,cat,object(2),2,0.0625,\n"
+                                 "2,sky-s,scene(1),1,1.0,\n")
+    return Broden(d)
+
+
+def test_mask_placement_tells_object_masks_from_border_strips(tmp_path):
+    from bitlens.mask_placement import mask_placement, placement_sentence, placement_summary
+
+    b = _placement_broden(tmp_path)
+    acts = np.zeros((2, 3, 16, 16), np.float32)
+    acts[:, 0, 6:10, 6:10] = 1.0    # unit 1: exactly the object
+    acts[:, 1, :, 0] = 1.0          # unit 2: the left column, a border strip
+    acts[0, 2, 6:10, 4:10] = 1.0    # unit 3: the object and the 4×2 block left of it, in image 0 only
+    units = [{"unit": 1, "label": "cat", "category": "object", "score": 0.9, "threshold": 0.5, "top_images": [0, 1]},
+             {"unit": 2, "label": "sky-s", "category": "scene", "score": 0.06, "threshold": 0.5,
+              "top_images": [1, 0]},
+             {"unit": 3, "label": "cat", "category": "object", "score": 0.03, "threshold": 0.5, "top_images": [0]},
+             {"unit": 4, "label": "", "category": "", "score": 0.0, "threshold": 0.0, "top_images": []}]
+    rows = {r["unit"]: r for r in mask_placement(units, b, acts, top_n=8)}
+    assert sorted(rows) == [1, 2, 3]  # the dead unit has no top images: no row
+    band_share = (256 - 14 * 14) / 256  # a 1-pixel band at 16 × 1/16
+    assert rows[1]["on_region"] == 1.0 and rows[1]["in_band"] == 0.0 and rows[1]["mask_px"] == 32
+    assert rows[1]["region_share"] == pytest.approx(16 / 256) and rows[1]["band_share"] == pytest.approx(band_share)
+    assert rows[2]["on_region"] == 0.0 and rows[2]["in_band"] == 1.0 and rows[2]["mask_px"] == 32
+    assert rows[3]["on_region"] == pytest.approx(16 / 24) and rows[3]["images"] == 1
+    # pooled over the bits labelled at IoU ≥ 0.04: units 1 and 2 (unit 3 is below the threshold)
+    s = placement_summary(list(rows.values()), 0.04)
+    assert s["bits"] == 2 and s["band_bits"] == 1
+    assert s["on_region"] == pytest.approx(32 / 64) and s["in_band"] == pytest.approx(32 / 64)
+    text = placement_sentence(s, "object", 1)
+    assert text.startswith("Top-image masks of the 2 bits labelled at IoU ≥ 0.04: 50% of their pixels lie on object")
+    assert "which cover 6% of those images" in text and "1 of the 2 bits have most of their mask" in text
+    # an image-level label covers the whole image, as in the tally
+    scene = {r["unit"]: r for r in mask_placement(units, b, acts, category="scene")}
+    assert scene[2]["mask_on_region_px"] == 16 and scene[2]["region_px"] == 256  # image 1 only
+    with pytest.raises(ValueError, match="category 'texture' is not in .*category.csv"):
+        mask_placement(units, b, acts, category="texture")
+    assert placement_summary([], 0.04)["bits"] == 0
+    assert placement_sentence(placement_summary([], 0.04)).startswith("No bit is labelled")

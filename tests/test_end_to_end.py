@@ -46,3 +46,24 @@ def test_two_runs_give_identical_tables(tiny_results, tmp_path):
     assert a.keys() == b.keys()
     differ = [k for k in a if a[k] != b[k]]
     assert not differ, f"tables differ between two identical runs: {differ}"
+
+
+@pytest.mark.slow
+def test_tiny_bits_detect_the_planted_concepts_and_their_masks_sit_on_the_objects(tiny_results):
+    """The tiny world's goal (docs/dissection.md): >= 12 of the 24 planted concepts are the label of a bit at
+    IoU >= 0.04, >= 3 in each pixel-level category, and the top-image masks of the labelled bits lie on the
+    objects far above chance and in the border band below chance."""
+    import json
+
+    import pandas as pd
+
+    results, _ = tiny_results
+    planted = pd.read_csv(results / "21_ibc_dissect" / "planted_concepts.csv")
+    found = planted[planted["found"]].groupby("category").size().to_dict()
+    assert int(planted["found"].sum()) >= 12, planted
+    assert all(found.get(c, 0) >= 3 for c in ("object", "color", "texture")), found
+    placed = json.loads((results / "21_ibc_dissect" / "metrics.json").read_text())["experiments"]["shapes"][
+        "mask_placement"]
+    assert placed["bits"] >= 12
+    assert placed["on_region"] > 2 * placed["region_share"], placed
+    assert placed["in_band"] < placed["band_share"], placed
