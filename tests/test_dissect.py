@@ -10,15 +10,16 @@ from bitlens.dissect import (Tally, bit_groups, dissect, kept_images, layer_fn, 
                              top_images, unit_labels, unit_thresholds, upsample)
 
 
-def _broden(tmp_path, n=2, size=4, missing_mask=False):
-    """n 8×8 images with 4×4 masks: label 1 ('cat', object) in the top-left 2×2; image-level label 2 ('sky-s')."""
+def _broden(tmp_path, n=2, size=4, missing_mask=False, cat=(slice(0, 2), slice(0, 2))):
+    """n 8×8 images with size×size masks: label 1 ('cat', object) on the `cat` cells (the top-left 2×2);
+    image-level label 2 ('sky-s')."""
     d = tmp_path / "broden"
     (d / "images").mkdir(parents=True)
     rows = []
     for i in range(n):
         Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(d / "images" / f"{i}.png")
         m = np.zeros((size, size, 3), np.uint8)
-        m[:2, :2, 0] = 1
+        m[cat + (0,)] = 1
         if not (missing_mask and i == 1):
             Image.fromarray(m).save(d / "images" / f"{i}_object.png")
         rows.append(f"{i}.png,train,8,8,{size},{size},,{i}_object.png,,,2,")
@@ -347,29 +348,10 @@ def test_starting_concepts_compare_each_readout_bit_with_its_dissected_label():
         (4, "", False)]  # a bit that never fires kept nothing; bit 5 started from no read-out
 
 
-def _placement_broden(tmp_path):
-    """Two 16×16 images (masks 16×16): object 'cat' (1) on the centre 4×4 block; image 1 also has the scene
-    'sky-s' (2) as an image-level label."""
-    d = tmp_path / "placement"
-    (d / "images").mkdir(parents=True)
-    rows = []
-    for i in range(2):
-        Image.new("RGB", (16, 16), (0, 60 * i, 0)).save(d / "images" / f"{i}.png")
-        m = np.zeros((16, 16, 3), np.uint8)
-        m[6:10, 6:10, 0] = 1
-        Image.fromarray(m).save(d / "images" / f"{i}_o.png")
-        rows.append(f"{i}.png,train,16,16,16,16,{i}_o.png,{2 if i else ''}")
-    (d / "index.csv").write_text("image,split,ih,iw,sh,sw,object,scene\n" + "\n".join(rows) + "\n")
-    (d / "category.csv").write_text("name,first,last,count,frequency\nobject,1,1,1,2\nscene,2,2,1,1\n")
-    (d / "label.csv").write_text("number,name,category,frequency,coverage,syns\n1,cat,object(2),2,0.0625,\n"
-                                 "2,sky-s,scene(1),1,1.0,\n")
-    return Broden(d)
-
-
 def test_mask_placement_tells_object_masks_from_border_strips(tmp_path):
     from bitlens.mask_placement import mask_placement, placement_sentence, placement_summary
 
-    b = _placement_broden(tmp_path)
+    b = _broden(tmp_path, size=16, cat=(slice(6, 10), slice(6, 10)))  # 'cat' on the centre 4×4 of 16×16 masks
     acts = np.zeros((2, 3, 16, 16), np.float32)
     acts[:, 0, 6:10, 6:10] = 1.0    # unit 1: exactly the object
     acts[:, 1, :, 0] = 1.0          # unit 2: the left column, a border strip
@@ -395,7 +377,7 @@ def test_mask_placement_tells_object_masks_from_border_strips(tmp_path):
     assert "which cover 6% of those images" in text and "1 of the 2 bits have most of their mask" in text
     # an image-level label covers the whole image, as in the tally
     scene = {r["unit"]: r for r in mask_placement(units, b, acts, category="scene")}
-    assert scene[2]["mask_on_region_px"] == 16 and scene[2]["region_px"] == 256  # image 1 only
+    assert scene[2]["mask_on_region_px"] == 32 and scene[2]["region_px"] == 512 and scene[2]["on_region"] == 1.0
     with pytest.raises(ValueError, match="category 'texture' is not in .*category.csv"):
         mask_placement(units, b, acts, category="texture")
     assert placement_summary([], 0.04)["bits"] == 0
