@@ -177,6 +177,13 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
+def unit_mask(acts_map: np.ndarray, threshold: float, size: tuple[int, int]) -> np.ndarray:
+    """One unit's map of one image upsampled (bilinear) to `size` and thresholded, as in the tally: the mask the
+    gallery draws and `bitlens.mask_placement` places."""
+    t = torch.as_tensor(np.asarray(acts_map, np.float32))[None, None]
+    return (upsample(t, size)[0, 0] > threshold).numpy()
+
+
 def _bilinear_taps(n_in: int, n_out: int):
     """Source indices and weights of bilinear resizing n_in → n_out (align_corners=False, edges clamped), as
     torch's upsample_bilinear2d computes them."""

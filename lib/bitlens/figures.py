@@ -16,16 +16,6 @@ def _plt():
     return matplotlib, plt
 
 
-def unit_mask(acts_map: np.ndarray, threshold: float, size: tuple[int, int]) -> np.ndarray:
-    """A unit's map upsampled (bilinear) to `size` and thresholded, as in the tally."""
-    import torch
-
-    from bitlens.dissect import upsample
-
-    t = torch.as_tensor(np.asarray(acts_map, np.float32))[None, None]
-    return (upsample(t, size)[0, 0] > threshold).numpy()
-
-
 def overlay(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The image dimmed outside the mask, the mask's boundary in yellow (NetDissect style)."""
     from PIL import Image
@@ -41,6 +31,8 @@ def overlay(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def bit_strip(broden, unit: dict, acts: np.ndarray, top_n: int = 8) -> np.ndarray:
     """Top images of one unit with its thresholded activation overlaid, side by side (uint8 image); a unit with
     no top images (it never fires) gets a grey panel that says so."""
+    from bitlens.dissect import unit_mask  # torch loads only when a strip is drawn
+
     if not unit["top_images"]:
         return never_fires_panel(broden, top_n)
     tiles = []

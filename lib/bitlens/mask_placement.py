@@ -10,9 +10,8 @@ images, which is the share a mask placed at random would get.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from bitlens.dissect import upsample
+from bitlens.dissect import unit_mask
 
 COUNTS = ("images", "mask_px", "mask_on_region_px", "mask_in_band_px", "image_px", "region_px", "band_px")
 
@@ -20,13 +19,14 @@ COUNTS = ("images", "mask_px", "mask_on_region_px", "mask_in_band_px", "image_px
 def border_band(size: tuple[int, int], fraction: float = 1 / 16) -> np.ndarray:
     """Boolean (h, w) mask of the outer band, `fraction` of the shorter side wide (at least one pixel)."""
     h, w = size
-    width = max(1, int(round(min(h, w) * fraction)))
+    width = band_width(size, fraction)
     band = np.ones((h, w), bool)
     band[width:h - width, width:w - width] = False
     return band
 
 
 def band_width(size: tuple[int, int], fraction: float = 1 / 16) -> int:
+    """The band's width in pixels: `fraction` of the shorter side, at least one."""
     return max(1, int(round(min(size) * fraction)))
 
 
@@ -62,9 +62,7 @@ def mask_placement(units: list[dict], broden, acts: np.ndarray, top_n: int = 8, 
         for i in top:
             rec = broden.records[i]
             size = (int(rec["sh"]), int(rec["sw"]))
-            m = acts[i, u["unit"] - 1].astype(np.float32, copy=False)
-            mask = (upsample(torch.from_numpy(np.ascontiguousarray(m))[None, None], size)[0, 0]
-                    > u["threshold"]).numpy()
+            mask = unit_mask(acts[i, u["unit"] - 1], u["threshold"], size)
             region, edge = region_pixels(broden, i, category), border_band(size, band)
             c["images"] += 1
             c["mask_px"] += int(mask.sum())
