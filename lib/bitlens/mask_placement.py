@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from bitlens.dissect import unit_mask
+from bitlens.progress import progress
 
 COUNTS = ("images", "mask_px", "mask_on_region_px", "mask_in_band_px", "image_px", "region_px", "band_px")
 
@@ -54,7 +55,7 @@ def mask_placement(units: list[dict], broden, acts: np.ndarray, top_n: int = 8, 
     if acts.ndim != 4:
         raise ValueError(f"mask placement: activations should be (images, units, h, w), got shape {acts.shape}")
     rows = []
-    for u in units:
+    for u in progress(units, desc="mask placement"):  # Broden scale: 256 bits × top images, each mask decoded
         top = list(u.get("top_images") or [])[:top_n]
         if not top:
             continue  # a dead unit: nothing is drawn, nothing to place
