@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))  # works before `pip install -e .` too
 
-from bitlens import config  # noqa: E402
+from bitlens import config, preflight  # noqa: E402
 from bitlens.pipeline import Pipeline, StageFailed, StageInterrupted, summary_table  # noqa: E402
 
 
@@ -34,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
                     help="re-run the selected stages from scratch even if up to date (training starts afresh)")
     ap.add_argument("--list", action="store_true", default=False,
                     help="list the profile's stages and whether each is up to date, then exit")
+    ap.add_argument("--check", action="store_true", default=False,
+                    help="check every input the profile needs (present, readable, downloadable, disk space) and "
+                         "list each problem, then exit: 0 all present, 2 otherwise; writes nothing")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a params value, e.g. --set bebr.train.epochs=3 (repeatable)")
     ap.add_argument("--results", metavar="DIR", default="results",
@@ -51,11 +54,24 @@ def main(argv=None) -> int:
     try:
         overrides = config.parse_set(args.set)
         pipe = Pipeline(profile=args.profile, overrides=overrides, results=args.results)
+        if args.check:
+            specs = pipe.select(args.only, args.start)
+            problems = pipe.check_inputs(specs)
+            if problems:
+                print(preflight.report(problems, pipe.profile), file=sys.stderr)
+                return 2
+            print(f"profile '{pipe.profile}': every input of {len(specs)} stage(s) is present and readable; about "
+                  f"{preflight.estimated_gib(pipe.params, pipe.root, specs):.1f} GiB will be written under "
+                  f"{pipe.results_dir}")
+            return 0
         if args.list:
             for spec, _fp, fresh in pipe.plan():
                 print(f"{spec.name:<20} {'up to date' if fresh else 'to run':<11} {spec.title}")
             return 0
         results = pipe.run(only=args.only, start=args.start, force=args.force)
+    except preflight.InputProblems as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (config.ParamsError, KeyError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bitlens import __version__, config, fingerprint, io
+from bitlens import __version__, config, fingerprint, io, preflight
 from bitlens.progress import PREFIX as PROGRESS_PREFIX
 from bitlens.stage import COMPLETE_MARKER, PIPELINE_ENV
 from bitlens.stages import STAGES, StageSpec
@@ -201,20 +201,20 @@ class Pipeline:
         return out
 
     # -- checks ----------------------------------------------------------------
-    def check_data(self) -> None:
-        missing = config.missing_data_paths(self.params, self.root)
-        if missing:
-            lines = [f"profile '{self.profile}' is missing {len(missing)} data path(s); nothing was run:"]
-            for key, path, hint in missing:
-                lines.append(f"  - {key}: {path}" + (f"\n      get it: {hint}" if hint else ""))
-            lines.append("Set the paths in params/%s.yaml or with --set KEY=PATH; data/README.md lists every "
-                         "dataset and its layout." % self.profile)
-            raise StageFailed("00_data", "\n".join(lines))
+    def check_inputs(self, specs: Sequence[StageSpec] | None = None) -> list[preflight.Problem]:
+        """Every missing or malformed input of `specs` (default: the profile's stages); see bitlens.preflight."""
+        return preflight.check(self.params, self.root, self.enabled_stages() if specs is None else specs,
+                               self.results_dir)
+
+    def require_inputs(self, specs: Sequence[StageSpec] | None = None) -> None:
+        problems = self.check_inputs(specs)
+        if problems:
+            raise preflight.InputProblems(preflight.report(problems, self.profile))
 
     # -- running ---------------------------------------------------------------
     def run(self, only: Sequence[str] | None = None, start: str | None = None, force: bool = False) -> list[StageResult]:
         selected_specs = self.select(only, start)
-        self.check_data()
+        self.require_inputs(selected_specs)
         selected = {s.name for s in selected_specs}
         self.results_dir.mkdir(parents=True, exist_ok=True)
         io.write_text(self.results_dir / "params.resolved.yaml", config.dump_params(self.params))
