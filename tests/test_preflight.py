@@ -134,3 +134,9 @@ def test_target_attributes_must_name_attributes_of_the_dataset(tmp_path):
     P = _paper(tmp_path)
     assert not [p for p in preflight.check(P, tmp_path, network=lambda: True) if "target" in p.key]
     assert np.isfinite(preflight.estimated_gib(P, tmp_path, STAGES))
+
+
+def test_the_readmes_paper_inputs_table_is_the_generated_one():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- paper-inputs:start -->\n")[1].split("\n<!-- paper-inputs:end -->")[0]
+    assert block.strip() == preflight.stage_table(config.load_params("paper"), ROOT).strip()

@@ -9,6 +9,7 @@ same check first and stops before writing anything.
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import re
@@ -58,8 +59,8 @@ class Problem:
 
 
 def needed(key: str, stages: Iterable[StageSpec]) -> bool:
-    """Whether one of `stages` reads params `key` (a stage's `reads` name sections or leaves)."""
-    return any(key == r or key.startswith(r + ".") for s in stages for r in s.reads)
+    """Whether one of `stages` opens the input named by params `key` (its `needs`: keys, `*` for any entry)."""
+    return any(fnmatch.fnmatchcase(key, pat) for s in stages for pat in s.needs)
 
 
 def check(params: Mapping[str, Any], root, stages: Sequence[StageSpec] | None = None,
@@ -298,18 +299,28 @@ def _targets(params, stages) -> list[Problem]:
 
 # -- disk ---------------------------------------------------------------------------------------
 
+# Sizes of the public datasets, used for the estimate while the files are not there yet: COCO 2017
+# (captions_train2017.json: 118,287 images, 591,753 captions; val2017: 5,000 images) and broden1_224 (63,305 images).
+COCO_2017 = (118_287, 591_753, 5_000)
+BRODEN_224 = 63_305
+
+
 def estimate_bytes(params, root, stages) -> dict[str, int]:
     """What the selected stages write, roughly (features, checkpoints with optimizer state, activation caches),
-    from the dataset sizes on disk and the models' parameter counts."""
+    from the dataset sizes on disk (the public sizes while they are absent) and the models' parameter counts."""
     names = {s.name for s in stages}
     out: dict[str, int] = {}
     D = params["data"]
-    coco = _coco_counts(config.resolve_path(D["coco"]["root"], root), D["coco"]) if D["coco"]["root"] else None
+    coco = None
+    if D["coco"]["root"]:
+        coco = _coco_counts(config.resolve_path(D["coco"]["root"], root), D["coco"])
+        if coco is None and not params["data"]["shapes"]["generate"]:
+            coco = COCO_2017
+    # float32 features: the interleaved training pairs (image, caption) and the evaluation images and captions
     if coco and "10_bebr_features" in names:
-        n_img, n_cap, n_val = coco
-        out["10_bebr_features"] = (2 * n_cap + 2 * n_val) * 1024 * 4
+        out["10_bebr_features"] = (2 * coco[1] + 2 * coco[2]) * _embed_dim(params["bebr"]["encoder"]["model"]) * 4
     if coco and "13_bebr_compat" in names:
-        out["13_bebr_compat"] = (2 * coco[1] + 2 * coco[2]) * 1024 * 4
+        out["13_bebr_compat"] = (2 * coco[1] + 2 * coco[2]) * _embed_dim(params["bebr"]["compat"]["encoder"]["model"]) * 4
     if "20_ibc_train" in names:
         total = 0
         for exp in params["ibc"]["experiments"].values():
@@ -321,12 +332,84 @@ def estimate_bytes(params, root, stages) -> dict[str, int]:
         out["20_ibc_train"] = total
     if "21_ibc_dissect" in names and D["broden"]["root"]:
         index = config.resolve_path(D["broden"]["root"], root) / "index.csv"
+        n = None
         if index.is_file():
             with open(index, encoding="utf-8") as f:
                 n = sum(1 for _ in f) - 1
-            K = sum(e["code_length"] for e in params["ibc"]["experiments"].values() if e["dataset"])
-            out["21_ibc_dissect"] = n * K * 13 * 13 * 4
+        elif not params["data"]["shapes"]["generate"]:
+            n = BRODEN_224
+        if n:
+            item = 2 if params["dissect"]["cache_dtype"] == "float16" else 4
+            out["21_ibc_dissect"] = sum(n * _conv_out_size(e) * item for e in params["ibc"]["experiments"].values()
+                                        if e["dataset"] and not (e["released_codes"] or e["released_checkpoint"]))
     return out
+
+
+def _meta_ibc(exp, num_classes: int = 2):
+    import torch
+
+    from bitlens.ibc.model import IBC
+
+    with torch.device("meta"):
+        return IBC(exp["code_length"], num_classes, exp["backbone"], exp["crop"], exp.get("hidden") or None,
+                   width=exp.get("width") or 64)
+
+
+def _conv_out_size(exp) -> int:
+    """Values per image of the dissected layer (K bits × the conv map) at the experiment's crop."""
+    import torch
+
+    model = _meta_ibc(exp)
+    with torch.no_grad():
+        x = model.enc_style.conv_last(model.enc_style.conv_basic(torch.empty(1, 3, exp["crop"], exp["crop"],
+                                                                             device="meta")))
+    return int(x[0].numel())
+
+
+def stage_table(params, root) -> str:
+    """Markdown: per stage of a profile, the inputs it reads and roughly what it writes (README's "Before your
+    first GPU run" is this table for the paper profile)."""
+    rows = ["| stage | inputs it needs | writes about |", "|---|---|---|"]
+    keys = [k for k, f, _v in config.iter_fields(params) if f.data_path] + ["bebr.encoder.pretrained",
+                                                                           "bebr.compat.encoder.pretrained"]
+    sizes = estimate_bytes(params, root, STAGES)
+    enabled = [s for s in STAGES if not s.section or params.get(s.section, {}).get("enabled", True)]
+    chosen = params["pipeline"]["stages"]
+    for s in enabled:
+        if chosen is not None and s.name not in chosen:
+            continue
+        own = sorted({k for k in keys if needed(k, [s]) and not _unused(params, k) and _value(params, k)})
+        size = sizes.get(s.name)
+        rows.append(f"| `{s.name}` | {', '.join(f'`{k}`' for k in own) or '— (upstream results)'} | "
+                    f"{'—' if size is None else _human(size)} |")
+    return "\n".join(rows)
+
+
+def _unused(params, key: str) -> bool:
+    B = params["bebr"]
+    return ((key == "bebr.encoder.pretrained" and (B["encoder"]["train_tiny"] or B["released"]["root"]))
+            or (key == "bebr.compat.encoder.pretrained" and B["compat"]["encoder"]["train_tiny"]))
+
+
+def _value(params, key: str):
+    node = params
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def _human(n: int) -> str:
+    return f"{n / GiB:.1f} GiB" if n >= GiB / 10 else f"{n / (1 << 20):.0f} MiB"
+
+
+def _embed_dim(model: str) -> int:
+    import open_clip
+
+    from bitlens.encoders import _register_configs
+
+    _register_configs()
+    cfg = open_clip.get_model_config(model) or {}
+    return int(cfg.get("embed_dim", 512))
 
 
 def _coco_counts(root: Path, C) -> tuple[int, int, int] | None:
@@ -341,14 +424,7 @@ def _coco_counts(root: Path, C) -> tuple[int, int, int] | None:
 
 
 def _ibc_parameters(exp, num_classes: int) -> int:
-    import torch
-
-    from bitlens.ibc.model import IBC
-
-    with torch.device("meta"):
-        model = IBC(exp["code_length"], num_classes, exp["backbone"], exp["crop"], exp.get("hidden") or None,
-                    width=exp.get("width") or 64)
-    return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in _meta_ibc(exp, num_classes).parameters())
 
 
 def estimated_gib(params, root, stages) -> float:
@@ -390,8 +466,6 @@ EXPECTED = (
 
 
 def _expected(key: str) -> str:
-    import fnmatch
-
     return next((text for pat, text in EXPECTED if pat in key or fnmatch.fnmatch(key, pat)), "")
 
 
@@ -411,3 +485,25 @@ def _generated(params, path: Path, root) -> bool:
         return True
     except ValueError:
         return False
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m bitlens.preflight", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="paper", help="params/<profile>.yaml")
+    ap.add_argument("--table", action="store_true", help="print the per-stage inputs and disk table (markdown)")
+    args = ap.parse_args(argv)
+    root = config.find_root()
+    params = config.load_params(args.profile, root=root)
+    if args.table:
+        print(stage_table(params, root))
+        return 0
+    problems = check(params, root)
+    print(report(problems, params["profile"]) if problems else f"profile '{params['profile']}': every input present")
+    return 2 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
