@@ -53,7 +53,8 @@ def main(argv=None) -> int:
         pipe = Pipeline(profile=args.profile, overrides=overrides, results=args.results)
         if args.list:
             for spec, _fp, fresh in pipe.plan():
-                print(f"{spec.name:<20} {'up to date' if fresh else 'to run':<11} {spec.title}")
+                state = "up to date" if fresh else "outputs changed" if pipe.outputs_changed(spec.name) else "to run"
+                print(f"{spec.name:<20} {state:<15} {spec.title}")
             return 0
         results = pipe.run(only=args.only, start=args.start, force=args.force)
     except (config.ParamsError, KeyError) as e:

@@ -212,10 +212,11 @@ def test_upstream_rerun_with_identical_outputs_keeps_dependents_and_changed_outp
     nbformat.write(nb, reading_kit / "notebooks" / "a.ipynb")
     status = _run_reading(reading_kit, {"data.shapes.n_train": 7})
     assert status == {"a": "ran", "b": "cached", "c": "cached", "d": "cached"}
-    # an upstream output changed behind the pipeline's back invalidates its dependents, not itself
+    # an output changed behind the pipeline's back re-runs the stage that owns it; it writes what it wrote
+    # before, so its dependents stay cached
     (reading_kit / "results" / "tiny" / "b" / "metrics.json").write_text('{"edited": true}')
     status = _run_reading(reading_kit, {"data.shapes.n_train": 7})
-    assert status == {"a": "cached", "b": "cached", "c": "cached", "d": "ran"}
+    assert status == {"a": "cached", "b": "ran", "c": "cached", "d": "cached"}
 
 
 @pytest.mark.slow
@@ -415,3 +416,77 @@ def test_output_digest_follows_content_not_hidden_files(tmp_path):
     assert fingerprint.current_outputs_digest(d) == first
     fingerprint.clear_marker(d)
     assert fingerprint.current_outputs_digest(d) == fingerprint.MISSING
+
+
+# --- outputs verified before they are trusted (issue 23, finding 1) --------------------------------------------
+@pytest.mark.slow
+def test_a_deleted_or_damaged_output_reruns_its_stage_and_the_log_names_the_file(kit):
+    p, _ = _pipe(kit)
+    p.run()
+    s1, s2 = kit / "results" / "tiny" / "s1", kit / "results" / "tiny" / "s2"
+    (s1 / "run0").unlink()
+    p, lines = _pipe(kit)
+    # s1 writes its outputs again, byte for byte, so s2 has nothing new to read
+    assert [r.status for r in p.run()] == ["ran", "cached"]
+    assert (s1 / "run0").read_text() == "x" and _runs(kit, "s1") == 1
+    assert any("s1" in l and "run0 (deleted)" in l for l in lines), lines
+    (s2 / "metrics.json").write_text('{"ru')  # truncated
+    p, lines = _pipe(kit)
+    assert [r.status for r in p.run()] == ["cached", "ran"]
+    assert any("s2" in l and "metrics.json (modified)" in l for l in lines), lines
+    assert json.loads((s2 / "metrics.json").read_text()) == {"runs": 2}  # whole again
+
+
+def _marked_kit(kit):
+    """The kit's stages marked complete by hand (as a finished run leaves them), without running a notebook."""
+    from bitlens import fingerprint
+
+    p, _ = _pipe(kit)
+    for spec in STAGES:
+        d = p.results_dir / spec.name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "run0").write_text("x")
+        (d / "metrics.json").write_text('{"runs": 1}')
+        fingerprint.write_marker(d, p.fingerprint(spec), by="test")
+    return p.results_dir
+
+
+def test_list_shows_outputs_changed_beside_a_stage_whose_output_was_deleted(kit, monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT))
+    import run_all
+
+    results = _marked_kit(kit)
+
+    def make(**kw):
+        p = Pipeline(root=kit, stages=STAGES, **kw)
+        p.params["pipeline"]["kernel"] = "python3"
+        return p
+
+    monkeypatch.setattr(run_all, "Pipeline", make)
+    assert run_all.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[1:3] for line in out.splitlines()] == [["up", "to"], ["up", "to"]]
+    (results / "s2" / "run0").unlink()
+    assert run_all.main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "up to date" in lines[0] and "outputs changed" in lines[1]
+
+
+def test_changed_outputs_checks_content_when_size_or_mtime_differ(tmp_path):
+    import os
+
+    from bitlens import fingerprint
+
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "metrics.json").write_text("{}")
+    (d / "t.csv").write_text("a\n1\n")
+    fingerprint.write_marker(d, "fp", by="test")
+    assert fingerprint.changed_outputs(d) == []
+    os.utime(d / "t.csv", ns=(1, 1))  # touched, same bytes
+    assert fingerprint.changed_outputs(d) == []
+    (d / "t.csv").write_text("a\n2\n")  # same size, new content
+    (d / "new.txt").write_text("n")
+    assert fingerprint.changed_outputs(d) == ["new.txt (added)", "t.csv (modified)"]
+    (d / "t.csv").unlink()
+    assert "t.csv (deleted)" in fingerprint.changed_outputs(d)

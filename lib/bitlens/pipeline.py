@@ -184,17 +184,23 @@ class Pipeline:
         m = fingerprint.read_marker(self.results_dir / name)
         return None if m is None else m["fingerprint"]
 
+    def outputs_changed(self, name: str) -> list[str]:
+        """The outputs of a finished stage that are no longer what it wrote (deleted, modified, added)."""
+        return fingerprint.changed_outputs(self.results_dir / name)
+
     def plan(self) -> list[tuple[StageSpec, str, bool]]:
         """(stage, fingerprint, up to date) for every enabled stage, in order.
 
         A stage whose upstream is to run is listed as to run: whether it must really
-        re-run is known only once the upstream has produced its outputs.
+        re-run is known only once the upstream has produced its outputs. A stage whose
+        own outputs changed since it finished is not up to date.
         """
         lib = library_fingerprint()
         out, stale = [], set()
         for spec in self.enabled_stages():
             fp = self.fingerprint(spec, lib)
-            fresh = self.stored_fingerprint(spec.name) == fp and not (stale & set(spec.deps))
+            fresh = (self.stored_fingerprint(spec.name) == fp and not (stale & set(spec.deps))
+                     and not self.outputs_changed(spec.name))
             if not fresh:
                 stale.add(spec.name)
             out.append((spec, fp, fresh))
@@ -227,7 +233,13 @@ class Pipeline:
         todo = [s for s in self.enabled_stages() if s.name in selected]
         for i, spec in enumerate(todo, 1):
             fp = self.fingerprint(spec, lib)
-            if not force and self.stored_fingerprint(spec.name) == fp:
+            changed = [] if force else self.outputs_changed(spec.name)
+            if changed:
+                shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+                self.log(f"[{i}/{len(todo)}] {spec.name}: its outputs changed since it finished "
+                         f"({shown}); running it again")
+            elif not force and self.stored_fingerprint(spec.name) == fp:
+                fingerprint.refresh_stats(self.results_dir / spec.name)
                 self.log(f"[{i}/{len(todo)}] {spec.name}: up to date (params it reads, code cells, library and "
                          f"upstream outputs unchanged) — skipped")
                 results.append(StageResult(spec.name, "cached", 0.0, self._out_nb(spec.name)))

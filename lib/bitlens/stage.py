@@ -73,6 +73,11 @@ class Stage:
             spec = stage_spec(stage)
         except KeyError:
             return d
+        changed = fingerprint.changed_outputs(d, marker)
+        if changed:
+            print(f"[bitlens] warning: outputs of {stage} changed since it finished ({', '.join(changed[:5])}); "
+                  f"re-run it: python run_all.py --profile {self.profile} --from {stage}", file=sys.stderr)
+            return d
         now = fingerprint.fingerprint_now(spec, self.params, self.root / "notebooks" / f"{stage}.ipynb", self.results)
         if now != marker["fingerprint"]:
             print(f"[bitlens] warning: the results of {stage} are out of date (its notebook, params, library or "
