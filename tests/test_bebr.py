@@ -158,6 +158,31 @@ def test_a_finished_run_on_other_features_is_not_reused(tmp_path):
     assert "reusing the finished run" in msgs[-1]
 
 
+def test_a_corrupt_training_state_names_the_remedy_and_the_remedy_works(tmp_path, capsys):
+    from bitlens.bebr.train import FEATURE_FILES, main
+
+    feats = _features()
+    for name in FEATURE_FILES:
+        np.save(tmp_path / name, feats[name[:-4]])
+    out = tmp_path / "out"
+    args = ["--features", str(tmp_path), "--out", str(out), "--out-dim", "16", "--hidden", "0", "--epochs", "1",
+            "--batch-size", "32", "--device", "cpu"]
+    assert main(args) == 0
+    (out / "train_state.pt").write_bytes((out / "train_state.pt").read_bytes()[:100])  # truncated
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "train_state.pt: unreadable training state" in err and "--fresh" in err and "--force" in err
+    assert main(args + ["--fresh"]) == 0  # the remedy the message names: the old state is moved aside, unread
+    assert checkpoint_progress(out) == 1
+
+
+def checkpoint_progress(out):
+    from bitlens import checkpoint
+
+    return checkpoint.load_state(out)["progress"]
+
+
 class Interrupt(Exception):
     pass
 

@@ -37,6 +37,7 @@ from bitlens.distributed import World, broadcast_object
 
 STATE_FILE = "train_state.pt"
 PREVIOUS_PREFIX = "previous-"
+FRESH_HINT = "--fresh (python -m bitlens.bebr.train / bitlens.ibc.train), --force (run_all.py) or fresh=True"
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -158,11 +159,11 @@ def load_state(out_dir) -> dict | None:
     try:
         st = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a truncated file cannot come from io.torch_save; say what it is anyway
-        raise ValueError(f"{path}: unreadable training state ({type(e).__name__}: {e}); move it away or "
-                         f"train with fresh=True (--fresh)") from None
+        raise ValueError(f"{path}: unreadable training state ({type(e).__name__}: {e}); start afresh "
+                         f"(the earlier files are moved aside, not read): {FRESH_HINT}") from None
     if not isinstance(st, dict) or "settings" not in st or "progress" not in st:
-        raise ValueError(f"{path}: not a bitlens training state (needs 'settings' and 'progress'); move it away "
-                         f"or train with fresh=True (--fresh)")
+        raise ValueError(f"{path}: not a bitlens training state (needs 'settings' and 'progress'); start "
+                         f"afresh (the earlier files are moved aside, not read): {FRESH_HINT}")
     return st
 
 
@@ -176,12 +177,12 @@ def save_state(out_dir, settings: dict, progress: int, total: int, world: World,
 
 def _decide(out_dir: Path, settings: dict, total: int, fresh: bool, patterns, unit: str, log) -> str:
     """'fresh', 'resume' or 'finished', after moving an unusable earlier run aside (rank 0 only)."""
-    st = load_state(out_dir)
-    if fresh:
+    if fresh:  # never read the old state: a fresh run is the remedy for one that cannot be read
         moved = move_aside(out_dir, patterns)
         if moved:
-            log(f"{out_dir}: fresh run requested; the earlier run is in {moved.name}/")
+            log(f"{out_dir}: fresh run requested; the earlier run is in {moved}/")
         return "fresh"
+    st = load_state(out_dir)
     if st is None:
         moved = move_aside(out_dir, patterns)
         if moved:
