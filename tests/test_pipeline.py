@@ -490,3 +490,62 @@ def test_changed_outputs_checks_content_when_size_or_mtime_differ(tmp_path):
     assert fingerprint.changed_outputs(d) == ["new.txt (added)", "t.csv (modified)"]
     (d / "t.csv").unlink()
     assert "t.csv (deleted)" in fingerprint.changed_outputs(d)
+
+
+# --- earlier runs outside the stage folders, no times in outputs (issue 23, finding 9) ------------------------
+MOVING = (StageSpec("10_up", (), None, "up"), StageSpec("20_down", ("10_up",), None, "down"))
+
+
+@pytest.mark.slow
+def test_earlier_runs_move_out_of_the_stage_folder_and_do_not_invalidate_dependents(kit):
+    import random
+
+    body = ("import json, pathlib, random\n"
+            "from bitlens import checkpoint\n"
+            "d = pathlib.Path(root) / 'results' / profile / '10_up'\n"
+            "checkpoint.move_aside(d / 'model', ['w.pt'])\n"
+            "(d / 'model').mkdir(parents=True, exist_ok=True)\n"
+            "(d / 'model' / 'w.pt').write_text('w')\n"
+            "(d / '.timings.json').write_text(json.dumps({'build': random.random()}))\n"
+            "(d / 'metrics.json').write_text('{}')\n")
+    nbformat.write(_notebook(body), kit / "notebooks" / "10_up.ipynb")
+    nbformat.write(_notebook(_writer("20_down")), kit / "notebooks" / "20_down.ipynb")
+    results = kit / "results" / "tiny"
+    (results / "10_up" / "previous-20240101T000000Z").mkdir(parents=True)  # what older versions left inside
+    (results / "10_up" / "previous-20240101T000000Z" / "w.pt").write_text("old")
+
+    def run(**kw):
+        p = Pipeline(profile="tiny", root=kit, stages=MOVING, log=lambda *_: None,
+                     overrides={"pipeline.keep_previous": 2})
+        p.params["pipeline"]["kernel"] = "python3"
+        return [r.status for r in p.run(**kw)]
+
+    assert run() == ["ran", "ran"]
+    for _ in range(2):  # with the adopted older folder, three earlier runs: the oldest is pruned
+        assert run(force=True, only=["10_up"]) == ["ran"]
+        assert run() == ["cached", "cached"]  # an earlier run moved aside is not an output of 10_up
+    assert sorted(str(p.relative_to(results / "10_up")) for p in (results / "10_up").rglob("[!.]*")) == [
+        "metrics.json", "model", "model/w.pt"]
+    kept = sorted((results / ".previous" / "10_up").iterdir())
+    assert len(kept) == 2 and all((k / "model" / "w.pt").read_text() == "w" for k in kept)
+    manifest = json.loads((results / "run_manifest.json").read_text())
+    assert manifest["stages"]["10_up"]["status"] == "cached"
+    p = Pipeline(profile="tiny", root=kit, stages=MOVING, log=lambda *_: None)
+    p.params["pipeline"]["kernel"] = "python3"
+    p.run(force=True, only=["10_up"])
+    manifest = json.loads((results / "run_manifest.json").read_text())
+    assert 0 <= manifest["stages"]["10_up"]["timings"]["build"] < 1  # times go to the run record
+
+
+def test_a_recorded_time_is_not_an_output(hand_kit):
+    from bitlens import fingerprint
+    from bitlens.stage import Stage
+
+    digests = []
+    for seconds in (1.5, 2.5):
+        st = Stage("11_bebr_train", "tiny", {}, hand_kit)
+        st.record_seconds("build", seconds)
+        st.write_metrics({"heads": {}})
+        digests.append(fingerprint.current_outputs_digest(st.dir))
+    assert digests[0] == digests[1]
+    assert json.loads((st.dir / ".timings.json").read_text()) == {"build": 2.5}

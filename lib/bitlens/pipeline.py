@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bitlens import __version__, config, fingerprint, io
+from bitlens import __version__, config, fingerprint, io, previous
 from bitlens.progress import PREFIX as PROGRESS_PREFIX
-from bitlens.stage import COMPLETE_MARKER, PIPELINE_ENV
+from bitlens.stage import COMPLETE_MARKER, PIPELINE_ENV, TIMINGS
 from bitlens.stages import STAGES, StageSpec
 
 
@@ -49,6 +49,7 @@ class StageResult:
     notebook: Path | None = None
     detail: str = ""
     load: float | None = None  # 1-minute load average when the stage ended (how busy the machine was)
+    timings: dict | None = None  # the stage's own wall-clock times (Stage.record_seconds)
 
 
 def library_fingerprint() -> str:
@@ -272,6 +273,9 @@ class Pipeline:
         stage_dir = self.results_dir / spec.name
         stage_dir.mkdir(parents=True, exist_ok=True)
         fingerprint.clear_marker(stage_dir)
+        (stage_dir / TIMINGS).unlink(missing_ok=True)
+        for moved in previous.adopt_legacy(stage_dir):
+            self.log(f"    {spec.name}: an earlier run kept inside the stage folder moved to {moved}")
         env = {"BITLENS_RESULTS": str(self.results_dir.parent),
                "BITLENS_PROGRESS": os.environ.get("BITLENS_PROGRESS_PIPELINE", "log"),
                "BITLENS_ROOT": str(self.root), PIPELINE_ENV: "1",
@@ -320,7 +324,9 @@ class Pipeline:
                                          f"its notebook must end with stage.write_metrics(...)")
         fingerprint.write_marker(stage_dir, fp, by="pipeline", seconds=round(secs, 2), notebook=str(nb_out),
                                  forced=bool(force))
-        return StageResult(spec.name, "ran", secs, nb_out, load=round(os.getloadavg()[0], 2))
+        previous.prune(self.results_dir, spec.name, self.params["pipeline"]["keep_previous"])
+        timings = io.read_json(stage_dir / TIMINGS) if (stage_dir / TIMINGS).exists() else None
+        return StageResult(spec.name, "ran", secs, nb_out, load=round(os.getloadavg()[0], 2), timings=timings)
 
     def _interrupted(self, spec: StageSpec, t0: float) -> StageInterrupted:
         fingerprint.clear_marker(self.results_dir / spec.name)
@@ -354,6 +360,8 @@ class Pipeline:
             entry: dict[str, Any] = {"status": r.status, "seconds": round(r.seconds, 2)}
             if r.load is not None:
                 entry["load_1min"] = r.load
+            if r.timings:
+                entry["timings"] = r.timings
             if r.status == "cached":
                 m = fingerprint.read_marker(self.results_dir / r.name) or {}
                 if m.get("seconds") is not None:

@@ -164,7 +164,7 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
                 "old_head": _state_digest(old_head) if weight > 0 else None,
                 "inputs": checkpoint.data_digest(training_inputs(new_feats),
                                                  training_inputs(old_feats) if weight > 0 else None)}
-    history = {"epoch": [], "loss": [], "val_r1": [], "val_cross_r1": [], "seconds": []}
+    history = {"epoch": [], "loss": [], "val_r1": [], "val_cross_r1": []}  # no times: see bebr.train
     st = checkpoint.open_run(out_dir, settings, opts.epochs, world, fresh, ARTIFACTS, "epochs", say)
     start = 0
     if st is not None:
@@ -207,11 +207,10 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
         qi = l2_normalize(vi)
         r1 = recall_at_k(qi @ l2_normalize(vt).T, ks=(1,))["r1"]
         cross = recall_at_k(qi @ l2_normalize(old_val_txt).T, ks=(1,))["r1"] if weight > 0 else None
-        for key, v in (("epoch", epoch + 1), ("loss", total / max(n, 1)), ("val_r1", r1), ("val_cross_r1", cross),
-                       ("seconds", time.perf_counter() - t0)):
+        for key, v in (("epoch", epoch + 1), ("loss", total / max(n, 1)), ("val_r1", r1), ("val_cross_r1", cross)):
             history[key].append(v)
         say(f"epoch {epoch + 1}: loss {total / max(n, 1):.4f}  val i2t R@1 new→new {r1:.4f}"
-            + (f"  new→old {cross:.4f}" if cross is not None else ""))
+            + (f"  new→old {cross:.4f}" if cross is not None else "") + f"  ({time.perf_counter() - t0:.1f}s)")
         if world.main:
             io.torch_save(out_dir / HEAD_FILE, {"state_dict": head.state_dict(), "epoch": epoch, "meta": settings})
             io.save_npy(out_dir / "feat_image.npy", vi)

@@ -11,7 +11,7 @@ are the evaluation embeddings after the final epoch (no epoch is picked on the
 evaluation pairs). Files: `checkpoint.pth` (`{'state_dict'}`), `history.json`
 (loss and image→text R@1 on the evaluation pairs per epoch, for the curve) and
 `train_state.pt` (exact resume; a run with other settings moves the earlier
-files to `previous-<time>/`, see bitlens.checkpoint).
+files to `.previous/<folder>/<time>/`, see bitlens.checkpoint).
 """
 from __future__ import annotations
 
@@ -141,7 +141,8 @@ def train_head(features: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, fre
     scaler = torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=opts.amp)
     settings = {**run_settings(cfg, opts), "inputs": checkpoint.data_digest(training_inputs(features))}
     st = checkpoint.open_run(out_dir, settings, opts.epochs, world, fresh, ARTIFACTS, "epochs", say)
-    history, start = {"epoch": [], "loss": [], "val_r1": [], "seconds": []}, 0
+    # no wall-clock time in the history: it is an output its dependents digest, and a time differs every run
+    history, start = {"epoch": [], "loss": [], "val_r1": []}, 0
     if st is not None:
         head.load_state_dict(torch.load(out_dir / "checkpoint.pth", map_location=device,
                                         weights_only=False)["state_dict"])
@@ -181,8 +182,8 @@ def train_head(features: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, fre
         history["epoch"].append(epoch + 1)
         history["loss"].append(total / max(n, 1))
         history["val_r1"].append(r1)
-        history["seconds"].append(time.perf_counter() - t0)
-        say(f"epoch {epoch + 1}: loss {total / max(n, 1):.4f}  i2t R@1 (evaluation pairs) {r1:.4f}")
+        say(f"epoch {epoch + 1}: loss {total / max(n, 1):.4f}  i2t R@1 (evaluation pairs) {r1:.4f}  "
+            f"({time.perf_counter() - t0:.1f}s)")
         if world.main:
             io.save_npy(out_dir / "feat_image.npy", vi)
             io.save_npy(out_dir / "feat_txt.npy", vt)
@@ -273,7 +274,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     ap.add_argument("--fresh", action="store_true",
                     help="start from scratch even if the folder holds a run with the same settings (the earlier "
-                         "files are moved to previous-<time>/)")
+                         "files are moved to .previous/<folder>/<time>/, see bitlens.previous)")
     args = ap.parse_args(argv)
     world = distributed.world_from_env()
     try:

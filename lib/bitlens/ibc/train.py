@@ -12,7 +12,7 @@ Files in the output folder: `checkpoint_%08d.pt` every `checkpoint_every` iterat
 official name; `{'state_dict': ...}` as the authors' code reads it, plus `arch` and `meta`), `train_state.pt`
 (settings, optimizer, scheduler, progress, every rank's random generators, the log: see bitlens.checkpoint), and
 `log.csv` (every loss term, the total, lr and GRM statistics per iteration). A run with other settings moves the
-earlier files to `previous-<time>/` and starts afresh; `--fresh` always does.
+earlier files to `.previous/<folder>/<time>/` beside the stage folders and starts afresh; `--fresh` always does.
 """
 from __future__ import annotations
 
@@ -428,7 +428,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     ap.add_argument("--fresh", action="store_true",
                     help="start from scratch even if the folder holds a run with the same settings (the earlier "
-                         "files are moved to previous-<time>/)")
+                         "files are moved to .previous/<folder>/<time>/, see bitlens.previous)")
     args = ap.parse_args(argv)
     world = distributed.world_from_env()
     try:
