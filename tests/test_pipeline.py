@@ -549,3 +549,30 @@ def test_a_recorded_time_is_not_an_output(hand_kit):
         digests.append(fingerprint.current_outputs_digest(st.dir))
     assert digests[0] == digests[1]
     assert json.loads((st.dir / ".timings.json").read_text()) == {"build": 2.5}
+
+
+# --- what a notebook is (issue 23, finding 2) -------------------------------------------------------------------
+def test_a_notebook_without_its_parameters_cell_is_refused_before_anything_runs(kit):
+    nb = nbformat.read(kit / "notebooks" / "s2.ipynb", as_version=4)
+    nb.cells[0].metadata["tags"] = []
+    nbformat.write(nb, kit / "notebooks" / "s2.ipynb")
+    p, _ = _pipe(kit)
+    with pytest.raises(StageFailed) as e:
+        p.run()
+    msg = str(e.value)
+    assert str(kit / "notebooks" / "s2.ipynb") in msg and "'parameters'" in msg and "nothing was run" in msg
+    assert not (kit / "results" / "tiny" / "s1").exists()
+
+
+def test_cell_tags_are_part_of_the_notebook_fingerprint(kit):
+    from bitlens import fingerprint
+
+    path = kit / "notebooks" / "s1.ipynb"
+    before = fingerprint.notebook_code_digest(path)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[0].metadata["tags"], nb.cells[1].metadata["tags"] = [], ["parameters"]  # the tag moved
+    nbformat.write(nb, path)
+    moved = fingerprint.notebook_code_digest(path)
+    nb.cells[1].metadata["tags"] = []
+    nbformat.write(nb, path)
+    assert len({before, moved, fingerprint.notebook_code_digest(path)}) == 3

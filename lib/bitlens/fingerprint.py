@@ -3,8 +3,8 @@
 A stage's fingerprint covers what its results can depend on and nothing else:
 
 - the params values it declares in `stages.StageSpec.reads` (minus `ignores`);
-- the *code cells* of its notebook (metadata, outputs, markdown and execution
-  counts are left out, so opening and saving a notebook in JupyterLab changes nothing);
+- the *code cells* of its notebook and their tags (metadata, outputs, markdown and
+  execution counts are left out, so opening and saving a notebook in JupyterLab changes nothing);
 - the source of the `bitlens` package;
 - the content digest of each upstream stage's outputs, as recorded in the
   upstream's completion marker. A changed upstream result therefore re-runs its
@@ -72,7 +72,10 @@ def params_read(params: Mapping[str, Any], spec: StageSpec) -> dict[str, Any]:
 
 
 def notebook_code_digest(path: str | Path) -> str:
-    """Hash of a notebook's code cells, in order; everything JupyterLab may rewrite is left out."""
+    """Hash of a notebook's code cells, in order, with their tags; everything JupyterLab may rewrite is left out.
+
+    Tags are part of what a notebook is: papermill injects the run's parameters after the cell tagged
+    `parameters`, so moving or removing that tag changes what the notebook computes."""
     path = Path(path)
     if not path.exists():
         return MISSING
@@ -82,8 +85,15 @@ def notebook_code_digest(path: str | Path) -> str:
         if cell.get("cell_type") == "code":
             src = cell.get("source", "")
             h.update(("".join(src) if isinstance(src, list) else src).encode())
-            h.update(b"\0")
+            h.update(b"\0tags:" + ",".join(sorted(cell.get("metadata", {}).get("tags", []))).encode() + b"\0")
     return h.hexdigest()
+
+
+def has_parameters_cell(path: str | Path) -> bool:
+    """Whether a notebook has a code cell tagged `parameters` (where papermill injects the run's params)."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    return any(c.get("cell_type") == "code" and "parameters" in c.get("metadata", {}).get("tags", [])
+               for c in nb.get("cells", []))
 
 
 def library_digest() -> str:

@@ -208,6 +208,25 @@ class Pipeline:
         return out
 
     # -- checks ----------------------------------------------------------------
+    def check_notebooks(self, specs: Sequence[StageSpec]) -> None:
+        """Every selected notebook exists and has its `parameters` cell: without it papermill puts the run's
+        params above the notebook's own defaults, which then win, and `--set` would be dropped without a word."""
+        for spec in specs:
+            nb = self.notebook(spec.name)
+            if not nb.exists():
+                raise StageFailed(spec.name, f"stage {spec.name}: notebook {nb} does not exist; nothing was run")
+            try:
+                ok = fingerprint.has_parameters_cell(nb)
+            except (OSError, ValueError) as e:
+                raise StageFailed(spec.name, f"stage {spec.name}: notebook {nb} cannot be read ({e}); restore it "
+                                             f"with: git checkout -- {nb.name}") from None
+            if not ok:
+                raise StageFailed(spec.name, f"stage {spec.name}: notebook {nb} has no code cell tagged "
+                                             f"'parameters', so the run's params (--set, the profile) would not "
+                                             f"reach it; nothing was run. Tag its first code cell 'parameters' "
+                                             f"(JupyterLab: property inspector → Cell Tags) or restore it with "
+                                             f"git checkout -- {nb}")
+
     def check_data(self) -> None:
         missing = config.missing_data_paths(self.params, self.root)
         if missing:
@@ -221,6 +240,7 @@ class Pipeline:
     # -- running ---------------------------------------------------------------
     def run(self, only: Sequence[str] | None = None, start: str | None = None, force: bool = False) -> list[StageResult]:
         selected_specs = self.select(only, start)
+        self.check_notebooks(selected_specs)
         self.check_data()
         selected = {s.name for s in selected_specs}
         self.results_dir.mkdir(parents=True, exist_ok=True)
