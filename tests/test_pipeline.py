@@ -576,3 +576,51 @@ def test_cell_tags_are_part_of_the_notebook_fingerprint(kit):
     nb.cells[1].metadata["tags"] = []
     nbformat.write(nb, path)
     assert len({before, moved, fingerprint.notebook_code_digest(path)}) == 3
+
+
+# --- one run per results folder (issue 23, finding 7) -----------------------------------------------------------
+def test_a_second_run_on_a_busy_results_folder_stops_at_once_naming_the_first(kit, monkeypatch, capsys):
+    import os
+
+    sys.path.insert(0, str(ROOT))
+    import run_all
+
+    results = kit / "results" / "tiny"
+    results.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom bitlens import runlock\n"
+                               f"with runlock.hold({str(results)!r}, 'python run_all.py --profile tiny'):\n"
+                               "    print('held', flush=True)\n    time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "lib")})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+
+        def make(**kw):
+            p = Pipeline(root=kit, stages=STAGES, **kw)
+            p.params["pipeline"]["kernel"] = "python3"
+            return p
+
+        monkeypatch.setattr(run_all, "Pipeline", make)
+        assert run_all.main(["--profile", "tiny"]) == 1
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and f"PID {holder.pid}" in err[0] and str(results) in err[0], err
+        assert "python run_all.py --profile tiny" in err[0] and "nothing was run" in err[0]
+        assert not (results / "s1").exists() and not (results / "run_manifest.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_stale_lock_is_taken_over_with_a_message(tmp_path):
+    from bitlens import runlock
+
+    (tmp_path / runlock.INFO).write_text(json.dumps({"pid": 999999, "host": "gone", "started": "2026-01-01T00:00:00",
+                                                     "command": "python run_all.py"}))
+    said = []
+    with runlock.hold(tmp_path, "me", log=said.append):
+        assert json.loads((tmp_path / runlock.INFO).read_text())["command"] == "me"
+    assert len(said) == 1 and "taking over" in said[0] and "PID 999999 on gone" in said[0]
+    assert not (tmp_path / runlock.INFO).exists()
+    with runlock.hold(tmp_path, "me", log=said.append):  # a lock released in order leaves nothing stale
+        pass
+    assert len(said) == 1

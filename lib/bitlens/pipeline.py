@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bitlens import __version__, config, fingerprint, io, previous
+from bitlens import __version__, config, fingerprint, io, previous, runlock
 from bitlens.progress import PREFIX as PROGRESS_PREFIX
 from bitlens.stage import COMPLETE_MARKER, PIPELINE_ENV, TIMINGS
 from bitlens.stages import STAGES, StageSpec
@@ -242,8 +242,15 @@ class Pipeline:
         selected_specs = self.select(only, start)
         self.check_notebooks(selected_specs)
         self.check_data()
-        selected = {s.name for s in selected_specs}
         self.results_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with runlock.hold(self.results_dir, " ".join(sys.argv), self.log):
+                return self._run(selected_specs, force)
+        except runlock.RunLocked as e:
+            raise StageFailed("-", str(e)) from None
+
+    def _run(self, selected_specs: Sequence[StageSpec], force: bool) -> list[StageResult]:
+        selected = {s.name for s in selected_specs}
         io.write_text(self.results_dir / "params.resolved.yaml", config.dump_params(self.params))
         kernel = _kernel_name(self.params["pipeline"]["kernel"])
         self._run_started = time.strftime("%Y-%m-%dT%H:%M:%S")
