@@ -252,7 +252,10 @@ def test_only_and_from_together_are_refused(kit):
 
 
 @pytest.mark.slow
-def test_sigint_during_a_stage_prints_one_line_exits_130_and_leaves_it_incomplete(reading_kit):
+@pytest.mark.parametrize("signame, code, words", [("SIGINT", 130, "interrupted during stage b"),
+                                                   ("SIGTERM", 143, "terminated (SIGTERM) during stage b")])
+def test_a_signal_during_a_stage_prints_one_line_exits_128_plus_it_and_leaves_it_incomplete(reading_kit, signame,
+                                                                                          code, words):
     import os
     import signal
     import time
@@ -284,12 +287,15 @@ def test_sigint_during_a_stage_prints_one_line_exits_130_and_leaves_it_incomplet
         assert time.monotonic() < deadline, "stage b never started"
         time.sleep(0.2)
     time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    if signame == "SIGINT":
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    else:
+        os.kill(proc.pid, signal.SIGTERM)  # a scheduler's time limit, `kill PID`: run_all alone
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, (out, err)
+    assert proc.returncode == code, (out, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
-    assert "interrupted during stage b" in lines[0] and "--from b" in lines[0]
+    assert words in lines[0] and "--from b" in lines[0]
     assert "Traceback" not in out + err
     assert (reading_kit / "results" / "tiny" / "a" / ".stage.json").exists()
     assert not (reading_kit / "results" / "tiny" / "b" / ".stage.json").exists()
@@ -624,3 +630,70 @@ def test_a_stale_lock_is_taken_over_with_a_message(tmp_path):
     with runlock.hold(tmp_path, "me", log=said.append):  # a lock released in order leaves nothing stale
         pass
     assert len(said) == 1
+
+
+# --- file-system faults end in one line (issue 23, finding 8) ---------------------------------------------------
+def _main_on(kit, monkeypatch, *argv):
+    sys.path.insert(0, str(ROOT))
+    import run_all
+
+    def make(**kw):
+        p = Pipeline(root=kit, stages=STAGES, **kw)
+        p.params["pipeline"]["kernel"] = "python3"
+        return p
+
+    monkeypatch.setattr(run_all, "Pipeline", make)
+    return run_all.main(["--profile", "tiny", *argv])
+
+
+def _one_line(capsys):
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_a_file_where_the_results_folder_should_be_is_one_line(kit, monkeypatch, capsys):
+    (kit / "taken").write_text("a file")
+    assert _main_on(kit, monkeypatch, "--results", str(kit / "taken")) == 1
+    line = _one_line(capsys)
+    assert str(kit / "taken") in line and "a file stands where a folder is needed" in line
+
+
+def test_a_read_only_results_folder_is_one_line_even_when_every_stage_is_cached(kit, monkeypatch, capsys):
+    import os
+    import tempfile
+
+    results = _marked_kit(kit)
+    results.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anywhere: make the folder refuse files as a read-only one does
+        real = tempfile.mkstemp
+
+        def refuse(*a, dir=None, **kw):
+            if dir is not None and Path(dir) == results:
+                raise PermissionError(13, "Permission denied", str(Path(dir) / "x"))
+            return real(*a, dir=dir, **kw)
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    try:
+        assert _main_on(kit, monkeypatch) == 1
+    finally:
+        results.chmod(0o755)
+    line = _one_line(capsys)
+    assert str(results) in line and "cannot write there" in line and "--results" in line
+
+
+def test_a_full_disk_is_one_line_naming_the_file(kit, monkeypatch, capsys):
+    import errno
+
+    _marked_kit(kit)
+    real = Path.write_text
+
+    def full(self, *a, **kw):
+        if self.name.startswith(".params.resolved.yaml"):
+            raise OSError(errno.ENOSPC, "No space left on device")  # what write() says: no file name
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    assert _main_on(kit, monkeypatch) == 1
+    line = _one_line(capsys)
+    assert "no space left on the disk holding " + str(kit / "results" / "tiny" / "params.resolved.yaml") in line

@@ -38,7 +38,30 @@ class StageFailed(RuntimeError):
 
 
 class StageInterrupted(StageFailed):
-    """Ctrl-C during a stage: it is left incomplete (no marker)."""
+    """Ctrl-C (or SIGTERM) during a stage: it is left incomplete (no marker)."""
+
+    terminated = False
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's time limit, `kill`): handled as Ctrl-C is; run_all raises it from its handler."""
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for a file-system fault: the path, what happened, what to do."""
+    import errno
+
+    where = e.filename or "the results folder"
+    if e.errno == errno.ENOSPC:
+        return (f"no space left on the disk holding {where}; free some space (or give another folder with "
+                f"--results DIR) and run the same command again: finished stages are kept")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"{where}: cannot write there ({e.strerror}); make it writable or give another results folder "
+                f"with --results DIR")
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        return (f"{where}: a file stands where a folder is needed; move it away or give another results folder "
+                f"with --results DIR")
+    return f"{where}: {e.strerror or e}"
 
 
 @dataclass
@@ -208,6 +231,20 @@ class Pipeline:
         return out
 
     # -- checks ----------------------------------------------------------------
+    def check_results_folder(self) -> None:
+        """The results folder exists (or can be made) and takes a file: checked before any stage, cached or not."""
+        import tempfile
+
+        try:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=self.results_dir)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            if e.filename is None:
+                e.filename = str(self.results_dir)
+            raise StageFailed("-", describe_os_error(e) + "; nothing was run") from None
+
     def check_notebooks(self, specs: Sequence[StageSpec]) -> None:
         """Every selected notebook exists and has its `parameters` cell: without it papermill puts the run's
         params above the notebook's own defaults, which then win, and `--set` would be dropped without a word."""
@@ -242,7 +279,7 @@ class Pipeline:
         selected_specs = self.select(only, start)
         self.check_notebooks(selected_specs)
         self.check_data()
-        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.check_results_folder()
         try:
             with runlock.hold(self.results_dir, " ".join(sys.argv), self.log):
                 return self._run(selected_specs, force)
@@ -322,11 +359,11 @@ class Pipeline:
                     # the kernel's own log (e.g. ipykernel's TCP-transport notice) is not the stage's business
                     extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
                 )
-        except KeyboardInterrupt:
-            raise self._interrupted(spec, t0) from None
+        except KeyboardInterrupt as e:
+            raise self._interrupted(spec, t0, isinstance(e, Terminated)) from None
         except pm.PapermillExecutionError as e:
-            if e.ename == "KeyboardInterrupt":
-                raise self._interrupted(spec, t0) from None
+            if e.ename == "KeyboardInterrupt" or self._terminated:
+                raise self._interrupted(spec, t0, self._terminated) from None
             cell = _source_cell_index(nb_out, e.cell_index)
             msg = (f"stage {spec.name} failed in notebook {nb_in}\n"
                    f"  cell {cell} (0-based, in {nb_in.name}; In [{e.exec_count}] in the executed notebook): "
@@ -336,6 +373,8 @@ class Pipeline:
             err.seconds = time.perf_counter() - t0
             raise err from None
         except Exception as e:  # kernel died, timeout, missing kernel...
+            if self._terminated:  # the kernel got the same SIGTERM and died first
+                raise self._interrupted(spec, t0, True) from None
             msg = (f"stage {spec.name} failed in notebook {nb_in}: {type(e).__name__}: {e}\n"
                    f"  executed notebook (may be partial): {nb_out}")
             raise StageFailed(spec.name, msg) from None
@@ -355,10 +394,18 @@ class Pipeline:
         timings = io.read_json(stage_dir / TIMINGS) if (stage_dir / TIMINGS).exists() else None
         return StageResult(spec.name, "ran", secs, nb_out, load=round(os.getloadavg()[0], 2), timings=timings)
 
-    def _interrupted(self, spec: StageSpec, t0: float) -> StageInterrupted:
+    _terminated = False  # set by terminate(): SIGTERM arrived
+
+    def terminate(self) -> None:
+        """Called from a SIGTERM handler before it raises Terminated."""
+        self._terminated = True
+
+    def _interrupted(self, spec: StageSpec, t0: float, terminated: bool = False) -> StageInterrupted:
         fingerprint.clear_marker(self.results_dir / spec.name)
-        err = StageInterrupted(spec.name, f"interrupted during stage {spec.name}; it is not marked complete. "
+        how = "terminated (SIGTERM)" if terminated else "interrupted"
+        err = StageInterrupted(spec.name, f"{how} during stage {spec.name}; it is not marked complete. "
                                           f"Re-run it with: {self.command('--from', spec.name)}")
+        err.terminated = terminated
         err.seconds = time.perf_counter() - t0
         return err
 
