@@ -192,3 +192,20 @@ def test_coco_captions_must_be_non_empty_strings(tmp_path):
             "annotations": [{"image_id": 1, "caption": "a cat"}, {"image_id": 1, "caption": caption}]}))
         with pytest.raises(ValueError, match=r"annotation #1 \(image_id 1\) has caption .* non-empty string"):
             load_coco_captions(tmp_path, "val", check_files=False)
+
+
+@pytest.mark.parametrize("module, args, message", [
+    ("bitlens.bebr.compat", ["--new-features", "x", "--out", "o", "--tau", "0"], "--tau must be greater than 0, got 0"),
+    ("bitlens.bebr.compat", ["--new-features", "x", "--out", "o", "--weight", "nan"], "--weight must be a finite"),
+    ("bitlens.dissect", ["--checkpoint", "c", "--broden", "b", "--out", "o", "--quantile", "0"],
+     "--quantile must be greater than 0 and at most 1, got 0"),
+    ("bitlens.dissect", ["--checkpoint", "c", "--broden", "b", "--out", "o", "--batch-size", "0"],
+     "--batch-size must be at least 1, got 0"),
+])
+def test_every_cli_shares_the_schema_ranges(module, args, message, capsys):
+    import importlib
+
+    mod = importlib.import_module(module)
+    with pytest.raises(SystemExit) as e:
+        mod.main(args)
+    assert e.value.code == 2 and message in capsys.readouterr().err

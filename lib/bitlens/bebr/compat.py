@@ -424,20 +424,27 @@ def parser():
     ap.add_argument("--old-features", help="folder with the old version's feature files (weight > 0)")
     ap.add_argument("--old-head", help="the old head's checkpoint in 11_bebr_train/<head>/ (weight > 0)")
     ap.add_argument("--out", required=True, help="output folder (head.pth, codes, history, train_state.pt)")
-    ap.add_argument("--weight", type=float, default=1.0, help="λ of the compatibility term (0: independent head)")
-    ap.add_argument("--out-dim", type=int, help="new head dims (default: the old head's)")
-    ap.add_argument("--u", type=int, default=1, help="recurrent steps (bit planes = u + 1)")
-    ap.add_argument("--hidden", type=int, default=2048, help="MLP hidden width")
-    ap.add_argument("--blocks", type=int, default=1, help="Linear-BN-ReLU blocks per transformation")
+    from bitlens.schema.bebr import BEBR, HEAD
+
+    def ranged(field, flag, key):  # the params schema's ranges: what a profile may not hold, a flag may not either
+        return cli.ranged(field, flag, key)
+
+    ap.add_argument("--weight", type=ranged(BEBR["compat"]["weight"], "--weight", "bebr.compat.weight"), default=1.0,
+                    help="λ of the compatibility term (0: independent head)")
+    ap.add_argument("--out-dim", type=ranged(HEAD["out_dim"], "--out-dim", "bebr.heads.*.out_dim"),
+                    help="new head dims (default: the old head's)")
+    ap.add_argument("--u", type=ranged(HEAD["u"], "--u", "bebr.heads.*.u"), default=1,
+                    help="recurrent steps (bit planes = u + 1)")
+    ap.add_argument("--hidden", type=ranged(HEAD["hidden"], "--hidden", "bebr.heads.*.hidden"), default=2048,
+                    help="MLP hidden width")
+    ap.add_argument("--blocks", type=ranged(HEAD["blocks"], "--blocks", "bebr.heads.*.blocks"), default=1,
+                    help="Linear-BN-ReLU blocks per transformation")
     for f in TrainOptions.__dataclass_fields__.values():
         if f.name == "device":
             continue
         flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            ap.add_argument(flag, type=cli.strict_bool, default=f.default, help=f"TrainOptions.{f.name}")
-        else:
-            ap.add_argument(flag, type={"int": int, "float": float}.get(str(f.type), float), default=f.default,
-                            help=f"TrainOptions.{f.name}")
+        ap.add_argument(flag, type=ranged(BEBR["train"][f.name], flag, f"bebr.train.{f.name}"), default=f.default,
+                        help=f"TrainOptions.{f.name}")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     ap.add_argument("--fresh", action="store_true", help="start from scratch (an earlier run is moved aside)")
     return ap
