@@ -215,6 +215,9 @@ def test_command_line_trains_a_profile_experiment(image_list, tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: python -m bitlens.ibc.train") and "unknown experiment 'nope'" in err
+    with pytest.raises(SystemExit):
+        main(["--profile", "tiny", "--experiment", "shape", "--out", str(tmp_path)])
+    assert "unknown experiment 'shape'; did you mean 'shapes'?" in capsys.readouterr().err
 
 
 def test_command_line_help_shows_every_default(capsys):

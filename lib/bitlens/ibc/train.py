@@ -435,7 +435,11 @@ def main(argv=None) -> int:
         P = config.load_params(args.profile, args.set)
         exps = P["ibc"]["experiments"]
         if args.experiment not in exps:
-            ap.error(f"unknown experiment {args.experiment!r}; valid: {', '.join(exps)}")
+            import difflib
+
+            near = difflib.get_close_matches(args.experiment, list(exps), n=1)
+            ap.error(f"unknown experiment {args.experiment!r}" + (f"; did you mean {near[0]!r}?" if near else "")
+                     + f" (experiments of profile {args.profile}: {', '.join(exps)})")
         exp = exps[args.experiment]
         if exp["dataset"] not in P["data"]["imagelists"]:
             ap.error(f"ibc.experiments.{args.experiment}.dataset = {exp['dataset']!r} is not a key of "
