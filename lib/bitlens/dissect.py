@@ -530,11 +530,16 @@ def dissect(model: torch.nn.Module, broden: Broden, out_dir, layer: str = "conv_
             device: str = "cpu", top_n: int = 10, cache_key: str = "", reference: bool = True,
             preprocess: str = "caffe", cache_dtype: str = "float16", threads: int = 0) -> dict:
     """Dissect `layer` of `model`; writes tally.csv, units.json and summary.json into out_dir."""
+    from bitlens.checkpoint import data_digest
+
     out_dir = Path(out_dir)
     model = model.eval().to(device)
     fn = layer_fn(model, layer)
+    # the cache holds this model's activations of this layer at this size (the preprocessing and dtype are in its
+    # meta): a folder dissected before with another checkpoint is recomputed, never reused
+    key = data_digest({"weights": model.state_dict(), "layer": layer, "input_size": input_size, "given": cache_key})
     acts = cache_activations(fn, broden, out_dir / "cache", input_size, batch_size, device,
-                             key=cache_key, preprocess=preprocess, dtype=cache_dtype)
+                             key=key, preprocess=preprocess, dtype=cache_dtype)
     if acts.ndim != 4:
         raise ValueError(f"layer {layer!r} gives activations of shape {acts.shape[1:]}; dissection needs conv maps")
     cats = dissected_categories(broden, categories)
