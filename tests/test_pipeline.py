@@ -212,11 +212,13 @@ def test_upstream_rerun_with_identical_outputs_keeps_dependents_and_changed_outp
     nbformat.write(nb, reading_kit / "notebooks" / "a.ipynb")
     status = _run_reading(reading_kit, {"data.shapes.n_train": 7})
     assert status == {"a": "ran", "b": "cached", "c": "cached", "d": "cached"}
-    # an output changed behind the pipeline's back re-runs the stage that owns it; it writes what it wrote
-    # before, so its dependents stay cached
-    (reading_kit / "results" / "tiny" / "b" / "metrics.json").write_text('{"edited": true}')
+    # an output changed behind the pipeline's back re-runs the stage that owns it, from scratch (force=True: a
+    # trainer must not reuse a damaged run), and its dependents then see its new outputs
+    metrics = reading_kit / "results" / "tiny" / "b" / "metrics.json"
+    metrics.write_text('{"edited": true}')
     status = _run_reading(reading_kit, {"data.shapes.n_train": 7})
-    assert status == {"a": "cached", "b": "ran", "c": "cached", "d": "cached"}
+    assert status == {"a": "cached", "b": "ran", "c": "cached", "d": "ran"}
+    assert json.loads(metrics.read_text())["force"] is True
 
 
 @pytest.mark.slow

@@ -299,10 +299,13 @@ class Pipeline:
         for i, spec in enumerate(todo, 1):
             fp = self.fingerprint(spec, lib)
             changed = [] if force else self.outputs_changed(spec.name)
+            # a damaged file must not be reused by the stage itself (a trainer would reuse its "finished" run):
+            # the stage starts from scratch, its earlier files moved aside
+            scratch = force or any(not c.endswith("(added)") for c in changed)
             if changed:
                 shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
                 self.log(f"[{i}/{len(todo)}] {spec.name}: its outputs changed since it finished "
-                         f"({shown}); running it again")
+                         f"({shown}); running it again" + (" from scratch" if scratch else ""))
             elif not force and self.stored_fingerprint(spec.name) == fp:
                 fingerprint.refresh_stats(self.results_dir / spec.name)
                 self.log(f"[{i}/{len(todo)}] {spec.name}: up to date (params it reads, code cells, library and "
@@ -312,7 +315,7 @@ class Pipeline:
             self.log(f"[{i}/{len(todo)}] {spec.name}: running — {spec.title}" + (" (--force: from scratch)" if force else ""))
             self._write_manifest(results + [StageResult(spec.name, "running")])
             try:
-                res = self._execute(spec, fp, kernel, force)
+                res = self._execute(spec, fp, kernel, scratch)
             except StageFailed as e:
                 status = "interrupted" if isinstance(e, StageInterrupted) else "failed"
                 self._write_manifest(results + [StageResult(spec.name, status, getattr(e, "seconds", 0.0),
