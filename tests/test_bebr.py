@@ -131,7 +131,7 @@ def test_other_settings_start_a_fresh_run_and_keep_the_old_one_aside(tmp_path):
     msgs = []
     train_head(feats, HeadConfig(8, 8, 1, 0, 1), opts, tmp_path, log=msgs.append)
     assert "settings changed (config.out_dim: 16 → 8)" in msgs[0]
-    prev = next(tmp_path.glob("previous-*"))
+    prev = _previous(tmp_path)[0]
     assert torch.load(prev / "checkpoint.pth")["state_dict"]["W.weight"].shape[0] == 16
     assert torch.load(tmp_path / "checkpoint.pth")["state_dict"]["W.weight"].shape[0] == 8
 
@@ -152,10 +152,35 @@ def test_a_finished_run_on_other_features_is_not_reused(tmp_path):
         # the saved evaluation embeddings are this run's, of these features
         np.testing.assert_array_equal(np.load(tmp_path / "feat_image.npy"), embed(head, changed["val_img"], "cpu"))
     assert losses == [losses[0], first["loss"]] and losses[0] != first["loss"]  # trained on what it was given
-    assert len(list(tmp_path.glob("previous-*"))) == 2
+    assert len(_previous(tmp_path)) == 2
     msgs = []
     train_head(changed, cfg, opts, tmp_path, log=msgs.append)  # the same features again: reused
     assert "reusing the finished run" in msgs[-1]
+
+
+def test_a_corrupt_training_state_names_the_remedy_and_the_remedy_works(tmp_path, capsys):
+    from bitlens.bebr.train import FEATURE_FILES, main
+
+    feats = _features()
+    for name in FEATURE_FILES:
+        np.save(tmp_path / name, feats[name[:-4]])
+    out = tmp_path / "out"
+    args = ["--features", str(tmp_path), "--out", str(out), "--out-dim", "16", "--hidden", "0", "--epochs", "1",
+            "--batch-size", "32", "--device", "cpu"]
+    assert main(args) == 0
+    (out / "train_state.pt").write_bytes((out / "train_state.pt").read_bytes()[:100])  # truncated
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "train_state.pt: unreadable training state" in err and "--fresh" in err and "--force" in err
+    assert main(args + ["--fresh"]) == 0  # the remedy the message names: the old state is moved aside, unread
+    assert checkpoint_progress(out) == 1
+
+
+def checkpoint_progress(out):
+    from bitlens import checkpoint
+
+    return checkpoint.load_state(out)["progress"]
 
 
 class Interrupt(Exception):
@@ -293,3 +318,10 @@ def test_torchrun_two_processes_give_the_single_process_loss(tmp_path):
         return json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])["loss"]
 
     assert run(2) == pytest.approx(run(1), rel=1e-5)
+
+
+def _previous(out_dir):
+    """The earlier runs moved out of `out_dir` (bitlens.previous), oldest first; none stays inside it."""
+    assert not [p for p in out_dir.rglob("previous-*")]
+    home = out_dir.parent / ".previous" / out_dir.name
+    return sorted(home.iterdir()) if home.exists() else []

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -382,3 +384,21 @@ def test_mask_placement_tells_object_masks_from_border_strips(tmp_path):
         mask_placement(units, b, acts, category="texture")
     assert placement_summary([], 0.04)["bits"] == 0
     assert placement_sentence(placement_summary([], 0.04)).startswith("No bit is labelled")
+
+
+def test_a_folder_dissected_with_another_model_gets_fresh_activations(tmp_path):
+    """What `python -m bitlens.dissect` does (no cache key given): the cache keys on the weights and the layer."""
+    b = _broden(tmp_path, n=3)
+    torch.manual_seed(0)
+    first, second = _Tiny().eval(), _Tiny().eval()
+    dissect(first, b, tmp_path / "out", layer="conv", input_size=8, cache_dtype="float32")
+    res = dissect(second, b, tmp_path / "out", layer="conv", input_size=8, cache_dtype="float32")
+    with torch.no_grad():
+        want = second(torch.stack([preprocess_image(b.load_image(i), 8, "caffe") for i in range(3)])).numpy()
+    np.testing.assert_array_equal(np.asarray(res["activations"]), want)
+    cache = tmp_path / "out" / "cache"
+    stamp = (cache / "activations.f32").stat().st_mtime_ns
+    again = dissect(second, b, tmp_path / "out", layer="conv", input_size=8, cache_dtype="float32")
+    assert (cache / "activations.f32").stat().st_mtime_ns == stamp  # the same model: the cache is reused
+    assert json.loads((cache / "activations.json").read_text())["done"] == 3
+    np.testing.assert_array_equal(np.asarray(again["activations"]), want)

@@ -530,11 +530,16 @@ def dissect(model: torch.nn.Module, broden: Broden, out_dir, layer: str = "conv_
             device: str = "cpu", top_n: int = 10, cache_key: str = "", reference: bool = True,
             preprocess: str = "caffe", cache_dtype: str = "float16", threads: int = 0) -> dict:
     """Dissect `layer` of `model`; writes tally.csv, units.json and summary.json into out_dir."""
+    from bitlens.checkpoint import data_digest
+
     out_dir = Path(out_dir)
     model = model.eval().to(device)
     fn = layer_fn(model, layer)
+    # the cache holds this model's activations of this layer at this size (the preprocessing and dtype are in its
+    # meta): a folder dissected before with another checkpoint is recomputed, never reused
+    key = data_digest({"weights": model.state_dict(), "layer": layer, "input_size": input_size, "given": cache_key})
     acts = cache_activations(fn, broden, out_dir / "cache", input_size, batch_size, device,
-                             key=cache_key, preprocess=preprocess, dtype=cache_dtype)
+                             key=key, preprocess=preprocess, dtype=cache_dtype)
     if acts.ndim != 4:
         raise ValueError(f"layer {layer!r} gives activations of shape {acts.shape[1:]}; dissection needs conv maps")
     cats = dissected_categories(broden, categories)
@@ -575,20 +580,26 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--broden", required=True, help="Broden folder (index.csv, label.csv, category.csv, images/)")
     ap.add_argument("--out", required=True, help="output folder for tally.csv, units.json, summary.json, cache/")
     ap.add_argument("--layer", default="conv_last", help="module name; conv_last = the IBC bits (default: %(default)s)")
-    ap.add_argument("--threshold", type=float, default=0.04,
+    from bitlens import cli
+    from bitlens.schema.dissect import DISSECT
+
+    def ranged(key, flag):  # the params schema's ranges
+        return cli.ranged(DISSECT[key], flag, f"dissect.{key}")
+
+    ap.add_argument("--threshold", type=ranged("iou_threshold", "--threshold"), default=0.04,
                     help="IoU for an interpretable unit (default: %(default)s as NetDissect-Lite; IBC fork: 0.01)")
-    ap.add_argument("--quantile", type=float, default=0.005,
+    ap.add_argument("--quantile", type=ranged("quantile", "--quantile"), default=0.005,
                     help="top activation quantile that sets each unit's threshold (default: %(default)s)")
     ap.add_argument("--input-size", type=int, default=0,
                     help="model input size (default: 0 = from the checkpoint: 227 for AlexNet, 64 for the small backbone)")
-    ap.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
+    ap.add_argument("--batch-size", type=ranged("batch_size", "--batch-size"), default=64, help="images per batch (default: %(default)s)")
     ap.add_argument("--preprocess", choices=PREPROCESS, default="caffe",
                     help="caffe: the fork's mean/255×0.224; torchvision: per-channel mean/std (default: %(default)s)")
     ap.add_argument("--no-reference", action="store_true",
                     help="keep images without labels and use the simple per-category area (default: the fork's rules)")
     ap.add_argument("--cache-dtype", choices=tuple(CACHE_DTYPES), default="float16",
                     help="activation cache precision (default: %(default)s; the fork keeps float64)")
-    ap.add_argument("--threads", type=int, default=0,
+    ap.add_argument("--threads", type=ranged("threads", "--threads"), default=0,
                     help="torch threads in the tally (default: 0 = half the cores, at least 1)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="torch device (default: %(default)s)")

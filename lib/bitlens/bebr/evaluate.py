@@ -20,6 +20,7 @@ from bitlens.metrics import TIE_POLICIES, recall_both_directions
 
 
 PROG = "python -m bitlens.bebr.evaluate"
+MAX_ABS = 1e150  # float64 squares overflow above ~1.3e154; a feature's squared norm sums `dims` of them
 NPY_FORMAT = "a NumPy .npy file holding a 2-D float array (items × dims), as written by numpy.save"
 
 
@@ -48,6 +49,12 @@ def load_feature_file(path) -> np.ndarray:
         raise ValueError(f"{path}: expected float features, got dtype {a.dtype}")
     if not np.isfinite(a).all():
         raise ValueError(f"{path}: contains NaN or infinite values")
+    big = float(np.abs(a).max())
+    if big > MAX_ABS:
+        # L2 normalisation squares every value: beyond ~1e154 that overflows float64 and every score is NaN
+        raise ValueError(f"{path}: holds values up to {big:.3g}, too large to square in float64 (L2 "
+                         f"normalisation); features must stay below {MAX_ABS:g} in magnitude: rescale them "
+                         f"(cosine similarity does not change under scaling)")
     return a.astype(np.float64)  # fp16 files (the official eval leaves CLIP in fp16) are widened here
 
 

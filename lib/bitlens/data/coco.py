@@ -37,9 +37,14 @@ def load_coco_captions(root, split: str, check_files: bool = True) -> list[CocoI
     caps: dict[int, list[str]] = {}
     for i, a in enumerate(ann["annotations"]):
         try:
-            caps.setdefault(int(a["image_id"]), []).append(str(a["caption"]).strip())
+            image_id, caption = int(a["image_id"]), a["caption"]
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{ann_path}: annotation #{i} lacks image_id/caption: {a!r}") from None
+        if not isinstance(caption, str) or not caption.strip():
+            # str(None) or str(123) would become a "caption" the text encoder embeds as if a person wrote it
+            raise ValueError(f"{ann_path}: annotation #{i} (image_id {image_id}) has caption {caption!r}; every "
+                             f"caption must be a non-empty string: fix or remove that annotation")
+        caps.setdefault(image_id, []).append(caption.strip())
     items, seen = [], set()
     for i, im in enumerate(ann["images"]):
         try:

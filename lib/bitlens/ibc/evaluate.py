@@ -9,7 +9,7 @@ Attributes that no item has give NaN, as in the Matlab; the summary line gives h
 mean over the others (the Matlab's mean would be NaN).
 
 example:
-  python -m bitlens.ibc.evaluate --codes sun_256.mat --expert-bits 12 --json
+  python -m bitlens.ibc.evaluate --codes sun_256.mat --binarize 0.5 --expert-bits 12 --json
 """
 from __future__ import annotations
 
@@ -43,13 +43,56 @@ def class_labels(lab, source: str = "lab") -> np.ndarray:
     return col.astype(np.int64)
 
 
+def binary_codes_of(codes, binarize: float | None, source: str = "codes") -> np.ndarray:
+    """±1 codes from ±1 or 0/1 values, or from probabilities (sigmoid outputs) cut at `binarize`.
+
+    Real values are cut only when asked: tanh outputs in (−1, 1) cut at 0.5 would be other codes without a word."""
+    c = np.asarray(codes, dtype=np.float64)
+    values = np.unique(c)
+    if set(values.tolist()) <= {-1.0, 1.0} or set(values.tolist()) <= {0.0, 1.0}:
+        return binarize_sigmoid(c)  # −1 and 0 → −1, 1 → +1
+    lo, hi = float(values[0]), float(values[-1])
+    if binarize is None:
+        raise ValueError(f"{source}: field 'binary_codes' holds real values ({lo:.4g} … {hi:.4g}), not binary codes "
+                         f"(±1 or 0/1). If they are probabilities (sigmoid outputs, IBC's), cut them explicitly: "
+                         f"--binarize 0.5")
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{source}: field 'binary_codes' holds values from {lo:.4g} to {hi:.4g}, outside [0, 1]: "
+                         f"not probabilities (tanh outputs?), so cutting them at {binarize} is meaningless; "
+                         f"binarize them yourself (sign for tanh) and save ±1 codes")
+    return binarize_sigmoid(c - binarize + 0.5)
+
+
+def check_labels_and_grm(labels: np.ndarray, GRM, source: str = "lab") -> None:
+    """Class labels are 0-based (99999 = missing) and index the GRM's rows; the GRM is finite."""
+    known = labels[labels != 99999]
+    if known.size and known.min() < 0:
+        raise ValueError(f"{source}: field 'lab' column 0 holds class label {int(known.min())}; labels must be "
+                         f"0-based class indices (99999 = missing): shift them so the first class is 0")
+    if GRM is None:
+        return
+    G = np.asarray(GRM, dtype=np.float64)
+    if not np.isfinite(G).all():
+        raise ValueError(f"{source}: field 'GRM' has NaN or infinite values; it must be the trained model's class × "
+                         f"bit relevance matrix (re-extract the codes from the checkpoint)")
+    if known.size and known.max() >= G.shape[0]:
+        one_based = known.min() >= 1 and known.max() == G.shape[0]
+        raise ValueError(f"{source}: field 'lab' holds class label {int(known.max())} but field 'GRM' has "
+                         f"{G.shape[0]} rows (one per class, labels 0 … {G.shape[0] - 1})"
+                         + ("; the labels look 1-based: subtract 1 so the first class is 0" if one_based else
+                            "; the GRM must have a row for every class"))
+
+
 def evaluate_codes(binary_codes, lab, GRM=None, expert_bits: int = 13, mis_max_num: int = 100, seed: int = 0,
-                   attributes: bool = True, mis: bool = True, source: str = "lab") -> dict:
-    B = binarize_sigmoid(binary_codes)
+                   attributes: bool = True, mis: bool = True, source: str = "lab", binarize: float | None = 0.5) -> dict:
+    """Every number of one code file. `binary_codes`: ±1, 0/1, or probabilities cut at `binarize` (the stages
+    pass IBC's sigmoid outputs; the command line asks for `--binarize 0.5` explicitly)."""
     lab = np.asarray(lab)
     if lab.ndim == 1:
         lab = lab[:, None]
     labels = class_labels(lab, source)
+    check_labels_and_grm(labels, GRM, source)
+    B = binary_codes_of(binary_codes, binarize, source)
     out = {"n": int(B.shape[0]), "bits": int(B.shape[1]), "class_map": metrics.class_map(B, labels)}
     out["expert_bit_map"] = (metrics.expert_bit_map(B, labels, GRM, min(expert_bits, B.shape[1]))
                              if GRM is not None else None)
@@ -220,6 +263,16 @@ def _int_at_least(lo: int, what: str):
     return parse
 
 
+def _probability_cut(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--binarize must be a number in (0, 1), got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"--binarize must be in (0, 1) (a probability threshold), got {text}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = cli.parser(PROG, __doc__)
     ap.add_argument("--codes", required=True,
@@ -232,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "negatives")
     ap.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0,
                     help="seed of the MIS negative sampling and of the kNN estimator's noise")
+    ap.add_argument("--binarize", type=_probability_cut, default=None, metavar="THRESHOLD",
+                    help="cut real-valued codes (probabilities: sigmoid outputs in [0, 1]) at this value; without it "
+                         "the codes must already be binary (±1 or 0/1)")
     ap.add_argument("--no-mis", action="store_true", help="skip MIS (the slowest part on many classes)")
     ap.add_argument("--json", action="store_true",
                     help="print one JSON object instead of the table (NaN and skipped values as null)")
@@ -278,7 +334,7 @@ def main(argv=None) -> int:
         if c["lab"] is None:
             raise ValueError(f"{args.codes}: missing field 'lab' (class labels are needed for mAP and MIS)")
         res = evaluate_codes(c["binary_codes"], c["lab"], c["GRM"], args.expert_bits, args.mis_max_num, args.seed,
-                             mis=not args.no_mis, source=str(args.codes))
+                             mis=not args.no_mis, source=str(args.codes), binarize=args.binarize)
     except (FileNotFoundError, ValueError) as e:
         return cli.fail(PROG, str(e))
     if args.json:
