@@ -148,3 +148,53 @@ def test_file_stats_change_when_a_file_is_rewritten_under_the_same_name(tmp_path
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
     assert inputs_digest(images=file_stats([f])) != before
     assert file_stats([f])[0][:2] == [str(f), 3]
+
+
+def _openai_style_archive(path, model_name=encoders.TINY_MODEL, seed=0):
+    """A TorchScript archive in fp16 with OpenAI's settings buffers, as OpenAI's RN101.pt / ViT-B-32.pt are."""
+    torch.manual_seed(seed)
+    model, _, _ = encoders.create_model(model_name, quick_gelu=True)
+    for name, value in (("input_resolution", 64), ("context_length", 77), ("vocab_size", 49408)):
+        if hasattr(model, name):  # open_clip keeps some as plain ints; OpenAI's archives hold them as tensors
+            delattr(model, name)
+        model.register_buffer(name, torch.tensor(value))
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.jit.save(torch.jit.script(model.half().eval()), str(path))
+    return reference
+
+
+def test_an_openai_torchscript_file_loads_with_quickgelu(tmp_path):
+    ref = _openai_style_archive(tmp_path / "ViT-tiny.pt")
+    assert encoders.is_torchscript(tmp_path / "ViT-tiny.pt")
+    # torch.load(weights_only=True), open_clip's path for a local file, refuses such an archive
+    with pytest.raises(Exception, match="TorchScript"):
+        torch.load(tmp_path / "ViT-tiny.pt", weights_only=True)
+    model, _, _ = encoders.create_model(encoders.TINY_MODEL, str(tmp_path / "ViT-tiny.pt"), quick_gelu=True)
+    assert "QuickGELU" in encoders.activation_classes(model) and "GELU" not in encoders.activation_classes(model)
+    sd = model.state_dict()
+    assert set(sd) == set(ref) - {"input_resolution", "context_length", "vocab_size"}
+    assert all(sd[k].dtype == torch.float32 and torch.equal(sd[k], ref[k].half().float()) for k in sd)
+
+
+def test_a_torchscript_file_of_another_model_is_refused_by_name(tmp_path):
+    _openai_style_archive(tmp_path / "tiny.pt")
+    with pytest.raises(ValueError, match=r"tiny\.pt: the TorchScript weights do not fit open_clip model 'RN101'"):
+        encoders.create_model("RN101", str(tmp_path / "tiny.pt"))
+
+
+def test_a_relative_weights_path_is_taken_from_the_checkout_not_the_working_directory(tmp_path, monkeypatch):
+    root = tmp_path / "checkout"
+    (root / "data" / "weights").mkdir(parents=True)
+    torch.manual_seed(0)
+    model, _, _ = encoders.create_model(encoders.TINY_MODEL)
+    torch.save(model.state_dict(), root / "data" / "weights" / "w.pt")
+    elsewhere = tmp_path / "checkout" / "notebooks"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # where papermill runs a notebook
+    assert encoders.resolve_weights(encoders.TINY_MODEL, "data/weights/w.pt", root) == str(
+        root / "data" / "weights" / "w.pt")
+    loaded, _, _ = encoders.create_model(encoders.TINY_MODEL, "data/weights/w.pt", root=root)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    assert encoders.resolve_weights("RN101", "openai", root) == "openai"
+    with pytest.raises(ValueError, match="looked for the file at .*checkout/data/weights/absent.pt"):
+        encoders.resolve_weights(encoders.TINY_MODEL, "data/weights/absent.pt", root)

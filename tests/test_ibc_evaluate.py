@@ -86,3 +86,92 @@ def test_evaluate_experiment_uses_the_dissection_bits_of_the_target_attribute():
     assert r["customized"]["map"] == pytest.approx(metrics.attribute_map(B, attrs, 0, bits=[0]))
     assert set(r["attribute_map"]) == {"red", "blue"} and r["mis_knn"] is not None
     assert ev.json_safe({"a": [float("nan"), 1.0]}) == {"a": [None, 1.0]}
+
+
+# -- the paper path's IBC inputs: a Places365-started checkpoint, SUN's attribute names, a released checkpoint ---
+
+class _Stage:
+    """What `experiment_codes` reads of a notebook's Stage: params, paths under a root, the device, its folder."""
+
+    def __init__(self, root, imagelists):
+        self.root, self.dir = root, root / "out"
+        self.dir.mkdir()
+        self.params = {"data": {"imagelists": imagelists}}
+
+    def path(self, value):
+        from bitlens.config import resolve_path
+
+        return resolve_path(value, self.root)
+
+    def device(self):
+        return "cpu"
+
+
+def _sun_replica(root, n=3):
+    from PIL import Image
+
+    (root / "data_256").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        Image.fromarray(np.full((256, 256, 3), 40 * i, np.uint8)).save(root / "data_256" / f"im{i}.jpg")
+        attrs = ["1" if j == 66 and i % 2 == 0 else ("2" if j == 3 else "-1") for j in range(102)]
+        rows.append(" ".join([f"im{i}.jpg", str(i)] + attrs))
+    (root / "test.txt").write_text("\n".join(rows) + "\n")
+    return {"sun120k": {"root": "data_256", "format": "sun", "train": "test.txt", "test": "test.txt",
+                        "database": "", "num_classes": 397, "num_attributes": 102, "attribute_names": "sun"}}
+
+
+def _places_checkpoint(path, code_length=8):
+    """An IBC checkpoint trained from the Places365 AlexNet: its backbone head has 365 classes."""
+    import torch
+
+    from bitlens.ibc.model import IBC
+
+    torch.manual_seed(0)
+    model = IBC(code_length, 397, "alexnet", 224, alexnet_classes=365)
+    torch.save({"state_dict": model.state_dict()}, path)
+    return model
+
+
+EXP = {"dataset": "sun120k", "released_codes": "", "released_checkpoint": "", "crop": 224, "resize": 256,
+       "max_samples": 50_000, "attribute_names": None}
+
+
+def test_a_places365_started_checkpoint_is_rebuilt_from_its_own_shapes(tmp_path):
+    import torch
+
+    stage = _Stage(tmp_path, _sun_replica(tmp_path))
+    model = _places_checkpoint(tmp_path / "checkpoint_00000003.pt")
+    b, lab, grm, names = ev.experiment_codes(stage, "sun120k", EXP, tmp_path / "checkpoint_00000003.pt")
+    assert b.shape == (3, 8) and lab.shape == (3, 103) and grm.shape == (397, 8)
+    assert np.array_equal(grm, model.GRM.detach().numpy())
+    assert names[66] == "ocean" and len(names) == 102
+    assert (tmp_path / "out" / "sun120k_codes.npz").exists() and torch.is_tensor(model.GRM)
+
+
+def test_a_released_checkpoint_is_extracted_and_evaluated(tmp_path):
+    stage = _Stage(tmp_path, _sun_replica(tmp_path))
+    model = _places_checkpoint(tmp_path / "sun_256.pth.tar")
+    exp = {**EXP, "released_checkpoint": "sun_256.pth.tar"}
+    b, lab, grm, names = ev.experiment_codes(stage, "sun120k", exp)
+    assert np.array_equal(grm, model.GRM.detach().numpy()) and b.shape == (3, 8)
+    with pytest.raises(ValueError, match="dataset = '': codes are extracted from a dataset's test list"):
+        ev.experiment_codes(stage, "sun120k", {**exp, "dataset": ""})
+
+
+def test_ocean_resolves_among_sun_attributes_and_an_unknown_target_names_the_valid_ones():
+    from bitlens.data.attributes import SUN_ATTRIBUTES, resolve_names
+
+    names = resolve_names("sun", 102)
+    assert names.index("ocean") == 66 and names == list(SUN_ATTRIBUTES)
+    with pytest.raises(ValueError, match="names 102 attributes but the data has 18"):
+        resolve_names("sun", 18)
+    rng = np.random.default_rng(0)
+    codes = rng.random((12, 6))
+    lab = np.concatenate([rng.integers(0, 3, (12, 1)), rng.integers(0, 2, (12, 102))], 1)
+    exp = {"expert_bits": 2, "mis_max_num": 4, "target_attributes": ["ocean"], "dataset": "sun120k"}
+    r = ev.evaluate_experiment(codes, lab, rng.random((3, 6)), exp, names, {"ocean-s": [2, 5]}, seed=0)
+    assert r["customized"]["attribute"] == "ocean" and r["customized"]["bits"] in ([2], [5], [2, 5])
+    with pytest.raises(ValueError, match="target_attributes 'ocen' not among the 102 attribute names.*valid: "
+                                         "sailing/ boating, driving"):
+        ev.evaluate_experiment(codes, lab, None, {**exp, "target_attributes": ["ocen"]}, names, {}, seed=0)

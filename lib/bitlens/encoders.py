@@ -30,9 +30,48 @@ def _register_configs() -> None:
         open_clip.add_model_config(CONFIG_DIR)
 
 
-def create_model(model: str, pretrained: str | None = None, device: str = "cpu", quick_gelu: bool = False):
-    """(model, preprocess, tokenizer). `pretrained`: an open_clip tag, a local weights file, or None.
+def is_torchscript(path) -> bool:
+    """True for a TorchScript archive (what OpenAI ships as `RN101.pt`, `ViT-B-32.pt`): a zip holding compiled
+    `code/` and `constants.pkl`, which `torch.load(weights_only=True)` refuses."""
+    import zipfile
 
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def resolve_weights(model: str, pretrained: str | None, root=None) -> str | None:
+    """An open_clip pretrained tag unchanged, or a weights file as an absolute path.
+
+    A relative path resolves against the checkout root, as the pre-run check does (notebooks run with their working
+    directory in notebooks/, so a path taken as given would point elsewhere)."""
+    import open_clip
+
+    from bitlens.config import resolve_path
+
+    if not pretrained:
+        return None
+    _register_configs()
+    tags = open_clip.list_pretrained_tags_by_model(model) if model in open_clip.list_models() else []
+    if pretrained in tags:
+        return pretrained
+    path = resolve_path(pretrained, root)
+    if not path.is_file():
+        raise ValueError(f"pretrained {pretrained!r} is neither a file nor a tag of {model} (looked for the file at "
+                         f"{path}; tags: {', '.join(tags) or 'none'})")
+    return str(path)
+
+
+def create_model(model: str, pretrained: str | None = None, device: str = "cpu", quick_gelu: bool = False,
+                 root=None):
+    """(model, preprocess, tokenizer). `pretrained`: an open_clip tag, a local weights file (relative paths are
+    taken from the checkout `root`), or None.
+
+    A local file may be a state dict or an OpenAI TorchScript archive (fp16, as released): the archive's tensors
+    are loaded into a model built here, so `quick_gelu` applies to both.
     `quick_gelu`: build the text transformer (and ViT towers) with QuickGELU, the activation OpenAI's CLIP was
     trained with. OpenAI weights need it whether they come as the `openai` tag or as a local file; open_clip
     otherwise builds plain GELU for e.g. `RN101` and only warns."""
@@ -41,16 +80,44 @@ def create_model(model: str, pretrained: str | None = None, device: str = "cpu",
     _register_configs()
     if model not in open_clip.list_models():
         raise ValueError(f"unknown open_clip model {model!r}; e.g. RN101, ViT-B-32, {TINY_MODEL}")
-    if pretrained and not Path(pretrained).exists() and pretrained not in open_clip.list_pretrained_tags_by_model(model):
-        raise ValueError(f"pretrained {pretrained!r} is neither a file nor a tag of {model} "
-                         f"(tags: {', '.join(open_clip.list_pretrained_tags_by_model(model)) or 'none'})")
+    pretrained = resolve_weights(model, pretrained, root)
+    scripted = pretrained is not None and Path(pretrained).is_file() and is_torchscript(pretrained)
     try:
-        m, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained or None, device=device,
-                                                                 force_quick_gelu=quick_gelu)
+        m, _, preprocess = open_clip.create_model_and_transforms(
+            model, pretrained=None if scripted else pretrained, device=device, force_quick_gelu=quick_gelu)
     except RuntimeError as e:
         raise RuntimeError(f"cannot load {model} weights {pretrained!r}: {e}. Offline hosts need a local weights "
                            f"file (see data/README.md)") from None
+    if scripted:
+        load_torchscript_weights(m, pretrained, model)
     return m.eval(), preprocess, open_clip.get_tokenizer(model)
+
+
+# buffers of OpenAI's TorchScript archives that are settings, not weights
+_OPENAI_SETTINGS = ("input_resolution", "context_length", "vocab_size")
+
+
+def load_torchscript_weights(model, path, name: str = "") -> None:
+    """Copy the tensors of a TorchScript CLIP archive into an open_clip model of the same architecture, strictly
+    (fp16 values become the model's float32)."""
+    try:
+        sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+    except RuntimeError as e:
+        raise ValueError(f"{path}: not a readable TorchScript archive ({e}); re-download the OpenAI weights file") from None
+    # scripting saves non-persistent buffers too (open_clip's attention mask); the model rebuilds them itself
+    transient = set(dict(model.named_buffers())) - set(model.state_dict())
+    sd = {k: v for k, v in sd.items() if k not in _OPENAI_SETTINGS and k not in transient}
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    wrong = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
+    if missing or unexpected or wrong:
+        detail = "; ".join(x for x in (
+            f"missing {', '.join(missing[:5])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
+            ", ".join(f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:5])) if x)
+        raise ValueError(f"{path}: the TorchScript weights do not fit open_clip model {name!r} ({detail}); is it "
+                         f"the file of this model (e.g. RN101.pt for RN101, ViT-B-32.pt for ViT-B-32)?")
+    model.load_state_dict(sd)
 
 
 def activation_classes(model) -> set[str]:

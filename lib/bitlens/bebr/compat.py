@@ -343,14 +343,14 @@ def bct_verdict(rows: list[dict], ks=(1, 5, 10)) -> dict:
 # -- the new encoder version ----------------------------------------------------------------
 
 def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict, seed: int, device: str,
-                         force: bool = False, old_weights=None) -> str:
+                         force: bool = False, old_weights=None, root=None) -> str:
     """The new encoder's features in the official file roles under `out_dir`, the same pairs in the same order
     as 10_bebr_features; recomputed only when their inputs change. Returns the weights used.
 
     `enc` is params `bebr.compat.encoder`: an open_clip model with a pretrained tag or a local weights file, or
     (`train_tiny`) a bitlens-tiny-vit CLIP trained here with data order `seed`: with `init_from_old`, the old
     version's tiny CLIP (`old_weights`, 10_bebr_features' file) continued for `tiny_epochs` more epochs, else a
-    second one from scratch. `force` ignores the caches.
+    second one from scratch. `force` ignores the caches. A relative weights path is taken from the checkout `root`.
     """
     from bitlens import encoders
     from bitlens.data.coco import caption_pairs, first_captions, load_coco_captions
@@ -359,6 +359,8 @@ def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict,
     train, val = load_coco_captions(coco_root, splits[0]), load_coco_captions(coco_root, splits[1])
     idx, caps = caption_pairs(train)
     weights = enc["weights"] or enc["pretrained"]
+    if not enc["train_tiny"]:
+        weights = encoders.resolve_weights(enc["model"], weights, root)
     if enc["train_tiny"]:
         if enc["model"] != encoders.TINY_MODEL:
             raise ValueError(f"bebr.compat.encoder.train_tiny trains {encoders.TINY_MODEL}, but model is "

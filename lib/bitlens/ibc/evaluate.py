@@ -23,6 +23,7 @@ import numpy as np
 from bitlens import metrics
 from bitlens import cli
 from bitlens.codes import binarize_sigmoid, load_codes
+from bitlens.data.attributes import resolve_names
 
 PROG = "python -m bitlens.ibc.evaluate"
 
@@ -94,36 +95,51 @@ def customized_retrieval(B, attributes, j: int, groups: list[list[int]], seed: i
 
 # -- the 22_ibc_eval stage: codes of each experiment, its numbers, and sentences made from them --------------
 
-def experiment_codes(stage, name: str, exp: dict, checkpoint=None, code_length: int | None = None):
+def experiment_codes(stage, name: str, exp: dict, checkpoint=None):
     """(sigmoid codes, lab, GRM, attribute names or None) of an experiment's test list: the released code file,
-    or codes extracted from `checkpoint` (also written as `<name>_codes.npz/.mat`, the official fields)."""
+    or codes extracted from a checkpoint — `checkpoint` (20_ibc_train's) or the authors' `released_checkpoint` —
+    also written as `<name>_codes.npz/.mat`, the official fields."""
     if exp["released_codes"]:
         c = load_codes(stage.path(exp["released_codes"]))
         return c["binary_codes"], c["lab"], c["GRM"], None
     from bitlens.data.imagelist import read_list
     from bitlens.ibc.extract import extract_codes, save_official
-    from bitlens.ibc.model import build_from_params, load_checkpoint
+    from bitlens.ibc.model import load_ibc_checkpoint
 
+    if exp["released_checkpoint"]:
+        checkpoint = stage.path(exp["released_checkpoint"])
+    if checkpoint is None:
+        raise ValueError(f"ibc.experiments.{name}: no checkpoint to extract codes with (train it in 20_ibc_train, or "
+                         f"set released_checkpoint / released_codes)")
+    if exp["dataset"] not in stage.params["data"]["imagelists"]:
+        raise ValueError(f"ibc.experiments.{name}.dataset = {exp['dataset']!r}: codes are extracted from a dataset's "
+                         f"test list; name one of data.imagelists: {', '.join(stage.params['data']['imagelists'])}")
     ds = stage.params["data"]["imagelists"][exp["dataset"]]
-    model = build_from_params({**exp, **({"code_length": code_length} if code_length else {})}, ds["num_classes"])
-    load_checkpoint(model, checkpoint)
+    # the checkpoint's own shapes (classes, code length, backbone head: 365 for a Places365 start) build the model
+    model = load_ibc_checkpoint(checkpoint, exp["crop"])
     test = read_list(stage.path(ds["test"]), ds["format"], ds["num_attributes"])
     b, lab = extract_codes(model, test, stage.path(ds["root"]), exp["resize"], exp["crop"], stage.device(),
                            max_samples=exp["max_samples"])
     grm = model.GRM.detach().cpu().numpy()
     save_official(stage.dir / f"{name}_codes", b, lab, grm)
-    return b, lab, grm, ds["attribute_names"]
+    return b, lab, grm, resolve_names(ds["attribute_names"], ds["num_attributes"] or None,
+                                      f"data.imagelists.{exp['dataset']}.attribute_names")
 
 
 def attribute_names(stage, exp: dict, lab, names=None) -> list[str]:
-    """Attribute column names: the dataset's, the generated Shapes world's, or `attribute j`."""
+    """Attribute column names: the dataset's, the experiment's (released code files), the generated Shapes
+    world's, or `attribute j`."""
+    count = np.asarray(lab).shape[1] - 1 if np.asarray(lab).ndim == 2 else 0
     if names:
         return list(names)
+    own = resolve_names(exp.get("attribute_names"), count, "attribute_names of the experiment")
+    if own:
+        return own
     shapes = stage.params["data"]["shapes"]
     world = stage.path(shapes["root"]) / "world.json"
     if exp.get("dataset") == "shapes" and shapes["generate"] and world.exists():
         return json.loads(world.read_text())["attribute_names"]
-    return [f"attribute {j + 1}" for j in range(np.asarray(lab).shape[1] - 1)]
+    return [f"attribute {j + 1}" for j in range(count)]
 
 
 def dissection_bit_groups(stage) -> dict:
@@ -141,9 +157,12 @@ def evaluate_experiment(b, lab, grm, exp: dict, names: list[str], groups: dict, 
     r["random_class_map"] = metrics.class_map(random_codes_like(B, seed), class_labels(lab))
     r["attribute_map"] = dict(zip(names, r["attribute_map"]))
     r["customized"] = None
+    unknown = [t for t in exp["target_attributes"] if t not in names]
+    if unknown:
+        raise ValueError(f"target_attributes {', '.join(map(repr, unknown))} not among the {len(names)} attribute "
+                         f"names of {r.get('dataset') or exp.get('dataset') or 'the code file'}; valid: "
+                         f"{', '.join(names)}. Name the columns with attribute_names (a list, or 'sun')")
     for target in exp["target_attributes"]:
-        if target not in names:
-            continue
         # dissection labels naming this attribute (Broden adds -c / -s suffixes to colours / scenes)
         single = [[bit - 1] for concept, bits in groups.items() if concept.split("-")[0] == target for bit in bits]
         if single:

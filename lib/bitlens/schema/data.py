@@ -26,7 +26,9 @@ IMAGELIST = {
                       help="database list file; empty = the test list (IBC's protocol: query set = database)"),
     "num_classes": Field(int, min=1, help="number of classes C"),
     "num_attributes": Field(int, 0, min=0, help="attribute columns (SUN-style lists)"),
-    "attribute_names": Field(list, None, nullable=True, item_type=str, help="names of the attribute columns"),
+    "attribute_names": Field((list, str), None, nullable=True, item_type=str,
+                             help="names of the attribute columns: a list, or 'sun' for the SUN Attribute Database's "
+                                  "102 (bitlens.data.attributes)"),
     "hint": Field(str, "", help="where to obtain this dataset (printed when it is missing)"),
 }
 

@@ -52,11 +52,16 @@ EXPERIMENT = {
     "expert_bits": Field(int, 13, min=1, help="top-k GRM bits per class for expert-bit mAP (13 ImageNet, 12 SUN)"),
     "mis_max_num": Field(int, 100, min=1, help="MIS samples per class (100 ImageNet, 20 SUN)"),
     "max_samples": Field(int, 50_000, min=1, help="at most this many codes are extracted per list"),
-    "target_attributes": Field(list, [], item_type=str, help="attributes for customized retrieval"),
+    "target_attributes": Field(list, [], item_type=str,
+                               help="attributes for customized retrieval (names of the dataset's attribute columns)"),
+    "attribute_names": Field((list, str), None, nullable=True, item_type=str,
+                             help="released code files without a dataset: names of their attribute columns (a list, "
+                                  "or 'sun'); otherwise the dataset's data.imagelists.<name>.attribute_names"),
     "released_codes": Field(str, "", data_path=True, hint="the authors' released .mat code file (see data/README.md)",
                             help="released profile: evaluate this code file instead of training"),
     "released_checkpoint": Field(str, "", data_path=True, hint="the authors' released checkpoint (see data/README.md)",
-                                 help="released profile: extract codes with this checkpoint"),
+                                 help="released profile: extract codes of the dataset's test list with this "
+                                      "checkpoint (the authors' {'state_dict'} layout), then evaluate them"),
 }
 
 PRETRAIN = {
