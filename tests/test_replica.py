@@ -150,7 +150,8 @@ def test_rehearsal_overrides_change_only_sizes_and_paths(tmp_path):
 
     (tmp_path / replica.MANIFEST).write_text('{"weights": {"RN101": "RN101.pt", "ViT-B-32": "ViT-B-32.pt", '
                                              '"alexnet": "alexnet-owt-00000000.pth", '
-                                             '"places365": "alexnet_places365.pth.tar"}}')
+                                             '"places365": "alexnet_places365.pth.tar"}, '
+                                             '"ibc_released": {"sun120k": "sun120k_256.mat", "checkpoint": "c.pth"}}')
     sets = config.parse_set(replica.paper_overrides(tmp_path))
     for key, value in sets.items():
         if isinstance(value, str) and value.startswith(str(tmp_path.resolve())):
@@ -160,6 +161,10 @@ def test_rehearsal_overrides_change_only_sizes_and_paths(tmp_path):
     assert paper["bebr"]["heads"]["hash"]["out_dim"] == 1024 and paper["bebr"]["train"]["nproc"] == 2
     assert {e["code_length"] for e in paper["ibc"]["experiments"].values()} == {256}
     assert paper["report"]["rehearsal"] is True
+    released_sets = replica.released_overrides(tmp_path)
+    rel = config.load_params("released", overrides=released_sets)
+    assert rel["ibc"]["experiments"]["imagenet100c_checkpoint"]["released_checkpoint"].endswith("c.pth")
+    assert rel["ibc"]["experiments"]["sun120k"]["released_codes"].endswith("sun120k_256.mat")
 
 
 def test_overrides_need_a_complete_replica(tmp_path):

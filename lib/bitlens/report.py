@@ -248,7 +248,8 @@ def build_report(results, targets: dict, benchmarks=None, profile: str | None = 
     record = run_record(results)
     full_md = body_md + "\n## Run record\n\n" + record + "\n"
     io.write_text(results / "report.md", full_md)
-    headline = "\n".join(([REHEARSAL_LINE, ""] if rehearsal else []) + ["## BEBR (headline)", "", _fmt(bebr), "", bebr_note, ""]
+    headline = "\n".join(([REHEARSAL_LINE, ""] if rehearsal else [])
+                         + ["## BEBR (headline)", "", _fmt(bebr), "", bebr_note, ""]
                          + [f"- {x}" for x in orders] + ([""] if orders else [])
                          + ["## IBC (headline)", "", _fmt(ibc), "", ibc_note, ""])
     io.write_text(results / "90_report" / "headline.md", headline)

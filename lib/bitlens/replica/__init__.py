@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bitlens import io
 
-REPLICA_VERSION = 1
+REPLICA_VERSION = 2
 MANIFEST = "replica.json"
 
 
@@ -116,4 +116,17 @@ def released_overrides(out) -> list[str]:
     for name, fname in m["ibc_released"].items():
         if name != "checkpoint":
             sets.append(f"ibc.experiments.{name}.released_codes={out / 'ibc_released' / fname}")
+    # the released checkpoint: its codes are extracted from ImageNet-100C's test list (released.yaml's recipe)
+    from bitlens.replica import images
+
+    folder, train, test, classes, *_rest = images.IMAGENET_SETS["imagenet100c"]
+    base = out / "ibc" / folder
+    sets += [f"data.imagelists.imagenet100c.root={base / 'data_256'}", "data.imagelists.imagenet100c.format=imagenet",
+             f"data.imagelists.imagenet100c.train={base / train}", f"data.imagelists.imagenet100c.test={base / test}",
+             f"data.imagelists.imagenet100c.num_classes={classes}",
+             "ibc.experiments.imagenet100c_checkpoint.dataset=imagenet100c",
+             f"ibc.experiments.imagenet100c_checkpoint.released_checkpoint="
+             f"{out / 'ibc_released' / m['ibc_released']['checkpoint']}",
+             "ibc.experiments.imagenet100c_checkpoint.expert_bits=13",
+             "ibc.experiments.imagenet100c_checkpoint.mis_max_num=100"]
     return sets + ["report.rehearsal=true"]

@@ -9,7 +9,8 @@
   c_<category>.csv (code,number,name,frequency,coverage); label 0 ('-') is implicit.
 
 The pictures come from the Shapes world; its shape, colour and texture maps give the object, colour and texture
-labels, so a few labels have real pixels behind them. Numbers and names follow Broden's conventions (colours -c,
+labels, so a few labels have real pixels behind them; a block of each water-scene background is the object
+`ocean` (and the scene is `ocean-s`). Numbers and names follow Broden's conventions (colours -c,
 scenes -s, materials -m); the vocabulary is the replica's own, not Broden's 1,197 labels.
 """
 from __future__ import annotations
@@ -35,9 +36,12 @@ SCENE_NAMES = {"sky": "sky-s", "grass": "field-s", "sand": "beach-s", "water": "
 N_OBJECT_LABELS = 260  # enough object labels that some numbers lie above 255, as in Broden (1,197 labels)
 
 
+OCEAN = "ocean"  # SUN's customized-retrieval target (params: ibc.experiments.sun120k.target_attributes)
+
+
 def vocabulary() -> dict[str, list[str]]:
     """Label names per category, in label-number order; numbering runs through the categories in this order."""
-    objects = list(SHAPES) + [f"object{j}" for j in range(len(SHAPES), N_OBJECT_LABELS)]
+    objects = list(SHAPES) + [OCEAN] + [f"object{j}" for j in range(len(SHAPES) + 1, N_OBJECT_LABELS)]
     return {"color": [f"{c}-c" for c in COLOR_NAMES],
             "object": objects,
             "material": [f"{m}-m" for m in ("wood", "metal", "glass", "fabric", "stone", "paper")],
@@ -93,11 +97,13 @@ def write_broden(root: Path, seed: int, n_images: int = N_IMAGES) -> dict:
             h, w = rng.integers(12, 60, 2)
             mat[y:y + h, x:x + w] = rng.choice(num["material"])
         small["material"] = mat
-        # object labels beyond the six shapes: a random block (Broden's objects cover much of each image)
+        # object labels beyond the six shapes: a block of background (Broden's objects cover much of each image);
+        # on the water scene it is `ocean`, so that SUN's target attribute has a dissection label to meet
         y, x = rng.integers(0, MASK_SIZE // 2, 2)
         extra = small["object"].copy()
-        extra[y:y + 40, x:x + 40] = np.where(extra[y:y + 40, x:x + 40] == 0, rng.choice(num["object"][len(SHAPES):]),
-                                             extra[y:y + 40, x:x + 40])
+        other = rng.choice(num["object"][len(SHAPES) + 1:])
+        block = int(num["object"][len(SHAPES)]) if im.scene == "water" else int(other)
+        extra[y:y + 40, x:x + 40] = np.where(extra[y:y + 40, x:x + 40] == 0, block, extra[y:y + 40, x:x + 40])
         small["object"] = extra
         # parts: two masks per image (Broden's part cells list several PNGs), top/bottom halves of the objects
         fg = small["object"] > 0
