@@ -238,5 +238,6 @@ def test_a_rehearsal_report_opens_saying_its_numbers_are_meaningless_and_judges_
     md = (results / "report.md").read_text()
     assert "| reproduced" not in md and "off by" not in md  # the paper's numbers are not compared with noise
     assert "reproduced" not in s["verdicts"]
+    assert "tiny profile" not in md and "Order of the embeddings" not in md
     report.build_report(results, TARGETS, None, "paper")
     assert "meaningless" not in (results / "report.md").read_text()
