@@ -10,7 +10,7 @@ export JUPYTER_DATA_DIR   := $(CURDIR)/.jupyter/data
 export JUPYTER_RUNTIME_DIR:= $(CURDIR)/.jupyter/runtime
 export MPLBACKEND := Agg
 
-.PHONY: reproduce test test-fast lab bench clean-results setup
+.PHONY: reproduce test test-fast lab bench clean-results setup rehearse
 
 setup: $(STAMP)
 
@@ -27,6 +27,15 @@ $(STAMP): pyproject.toml setup.py $(NATIVE_SRC) | $(PY)
 
 reproduce: $(STAMP)
 	$(PY) run_all.py --profile $(PROFILE)
+
+# Dress rehearsal: the real `paper` profile (then `released`) on random replicas of every input, sizes shrunk
+# (bitlens.replica: paper_overrides / released_overrides). Its numbers are meaningless; every stage must end done.
+REPLICA ?= data/replica
+rehearse: $(STAMP)
+	PYTHONPATH=$(CURDIR)/lib $(PY) -m bitlens.replica $(REPLICA) --print-overrides paper > $(REPLICA).paper.args
+	PYTHONPATH=$(CURDIR)/lib $(PY) -m bitlens.replica $(REPLICA) --print-overrides released > $(REPLICA).released.args
+	HF_HUB_OFFLINE=1 $(PY) run_all.py --profile paper --results results/rehearsal $$(cat $(REPLICA).paper.args)
+	HF_HUB_OFFLINE=1 $(PY) run_all.py --profile released --results results/rehearsal $$(cat $(REPLICA).released.args)
 
 test: $(STAMP)
 	BITLENS_REQUIRE_NATIVE=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q

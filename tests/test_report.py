@@ -228,3 +228,16 @@ def test_headline_bits_are_integers_and_missing_bits_a_dash(results):
     assert [c.strip() for c in hash_row.strip("|").split("|")][2:4] == ["1024", "1024"]
     assert [c.strip() for c in bebr_row.strip("|").split("|")][2:4] == ["1024", "—"]
     assert "None" not in head and "nan" not in head
+
+
+def test_a_rehearsal_report_opens_saying_its_numbers_are_meaningless_and_judges_nothing(results):
+    s = report.build_report(results, TARGETS, None, "paper", rehearsal=True)
+    for path in (results / "report.md", results / "90_report" / "headline.md"):
+        first = path.read_text().splitlines()[0]
+        assert "meaningless" in first and "Rehearsal" in first, path
+    md = (results / "report.md").read_text()
+    assert "| reproduced" not in md and "off by" not in md  # the paper's numbers are not compared with noise
+    assert "reproduced" not in s["verdicts"]
+    assert "tiny profile" not in md and "Order of the embeddings" not in md
+    report.build_report(results, TARGETS, None, "paper")
+    assert "meaningless" not in (results / "report.md").read_text()
