@@ -235,11 +235,12 @@ def test_full_matrices_with_the_native_backend_equal_numpy():
                                   search.sdc_inner_products(rq, rdb, "numpy"))
 
 
-@pytest.mark.parametrize("weights", [(1.0,), (1.0, 0.5), (1.0, 0.5, 0.25), (1.0, 0.25, 0.0625)])
+@pytest.mark.parametrize("weights", [(1.0,), (1.5,), (1.0, 0.5), (1.0, 0.75), (1.0, 0.5, 0.25), (1.0, 0.25, 0.0625)])
 @pytest.mark.parametrize("metric", ["ip", "cosine"])
 def test_native_sdc_many_blocks_and_spread_norms_equal_numpy(kernel, weights, metric):
     # more rows than one L2 block (2,048 rows of 512 x 2 planes), 40 queries so threads split the queries, norms
-    # spread by independent planes: the per-block cosine threshold is recomputed at every block boundary
+    # spread by independent planes: the per-block cosine threshold is recomputed at every block boundary;
+    # (1.5,) and (1.0, 0.75) give plane-pair coefficients other than 1 and powers of two (9; 16, 12, 9)
     rng = np.random.default_rng(len(weights))
     m, n = 509, 5000
     base = [sum(w * codes.binarize(rng.standard_normal((7, m))) for w in weights) for _ in range(2)]

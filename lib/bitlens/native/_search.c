@@ -177,9 +177,13 @@ static void norm_range(const job_t *J, int64_t b0, int64_t b1, double *nmin, dou
 #define TASK_QUERIES 64 /* queries per task when threads split the queries */
 #define L2_BYTES (256 * 1024)
 
-/* Pair costs take the shape (W words per plane, PQ and PD planes) as arguments; the scans below call them with
+/* Costs take the shape (W words per plane, PQ and PD planes) as arguments; the scans below call them with
  * constants for the common shapes (1,024-bit Hamming; 512 x 2 SDC) so the compiler unrolls them completely.
- * Each cost macro reads qrow, drow, J and coef and sets the int64 `cost`. */
+ * Each kernel gives two macros, reading J, coef and drow:
+ *   PAIR_COST   sets the int64 `cost` of the query row `qrow` against drow;
+ *   BLOCK_COST  sets bcost[u] for the QBLOCK queries qb + u (a full block) against drow.  The vector kernels
+ *               keep each query's sum in a vector and add the QBLOCK vectors across in one transposition
+ *               instead of one horizontal sum per pair. */
 
 #define SCALAR_COST(POPCNT, W, PQ, PD, W0)                                                            \
     for (int i = 0; i < (PQ); i++) {                                                                  \
@@ -192,10 +196,25 @@ static void norm_range(const job_t *J, int64_t b0, int64_t b1, double *nmin, dou
         }                                                                                             \
     }
 
+#define SCALAR_BLOCK(POPCNT, W, PQ, PD)                                                               \
+    for (int u = 0; u < QBLOCK; u++) {                                                                \
+        const uint64_t *qrow = J->q + (qb + u) * (W);                                                 \
+        int64_t cost = 0;                                                                             \
+        SCALAR_COST(POPCNT, W, PQ, PD, 0)                                                             \
+        bcost[u] = cost;                                                                              \
+    }
+
+/* One pair's cost `c` for query qi: summed into the floor, or offered to the selection behind the threshold. */
+#define SELECT(qi, c)                                                                                 \
+    if (FLOOR) sum_all += (c);                                                                        \
+    else if ((c) <= lim[(qi) - qb])                                                                   \
+        lim[(qi) - qb] = admit(J, &heaps[(qi) - q0], (c), r, nmin, nmax, lim[(qi) - qb]);
+
 /* Scans queries [q0, q1) against database rows [r0, r1).  Selection (FLOOR = 0): heaps[qi - q0] hold the
  * running top-k.  The floor (FLOOR = 1): every pair's cost, summed into *total, no selection at all; it is
- * the same loop, so the difference between the two is the price of the selection. */
-#define SCAN_BODY(PAIR_COST)                                                                          \
+ * the same loop, so the difference between the two is the price of the selection.  Each database row is read
+ * once per block of QBLOCK queries, while it is in L1; a block of rows stays in L2 across the query blocks. */
+#define SCAN_BODY(PAIR_COST, BLOCK_COST)                                                              \
     const int64_t *coef = J->coef;                                                                    \
     int64_t sum_all = 0;                                                                              \
     int64_t rowbytes = (int64_t)(PD) * (W) * 8;                                                       \
@@ -211,15 +230,22 @@ static void norm_range(const job_t *J, int64_t b0, int64_t b1, double *nmin, dou
             if (!(FLOOR))                                                                             \
                 for (int64_t qi = qb; qi < qe; qi++)                                                  \
                     lim[qi - qb] = query_limit(J, &heaps[qi - q0], nmin, nmax);                       \
-            for (int64_t r = b0; r < b1; r++) {                                                       \
-                const uint64_t *drow = J->d + r * (W);                                                \
-                for (int64_t qi = qb; qi < qe; qi++) {                                                \
-                    const uint64_t *qrow = J->q + qi * (W);                                           \
-                    int64_t cost = 0;                                                                 \
-                    PAIR_COST                                                                         \
-                    if (FLOOR) sum_all += cost;                                                       \
-                    else if (cost <= lim[qi - qb])                                                    \
-                        lim[qi - qb] = admit(J, &heaps[qi - q0], cost, r, nmin, nmax, lim[qi - qb]);  \
+            if (qe - qb == QBLOCK) {                                                                  \
+                for (int64_t r = b0; r < b1; r++) {                                                   \
+                    const uint64_t *drow = J->d + r * (W);                                            \
+                    int64_t bcost[QBLOCK];                                                            \
+                    BLOCK_COST                                                                        \
+                    for (int u = 0; u < QBLOCK; u++) { SELECT(qb + u, bcost[u]) }                     \
+                }                                                                                     \
+            } else {                                                                                  \
+                for (int64_t r = b0; r < b1; r++) {                                                   \
+                    const uint64_t *drow = J->d + r * (W);                                            \
+                    for (int64_t qi = qb; qi < qe; qi++) {                                            \
+                        const uint64_t *qrow = J->q + qi * (W);                                       \
+                        int64_t cost = 0;                                                             \
+                        PAIR_COST                                                                     \
+                        SELECT(qi, cost)                                                              \
+                    }                                                                                 \
                 }                                                                                     \
             }                                                                                         \
         }                                                                                             \
@@ -233,7 +259,8 @@ static void norm_range(const job_t *J, int64_t b0, int64_t b1, double *nmin, dou
 #define DEFINE_SCALAR_SCAN(NAME, ATTR)                                                                \
 static inline __attribute__((always_inline)) ATTR void NAME##_impl(SCAN_ARGS, const int W, const int PQ, \
                                                                    const int PD, const int FLOOR) {   \
-    SCAN_BODY(SCALAR_COST(__builtin_popcountll, W, PQ, PD, 0))                                        \
+    SCAN_BODY(SCALAR_COST(__builtin_popcountll, W, PQ, PD, 0),                                        \
+              SCALAR_BLOCK(__builtin_popcountll, W, PQ, PD))                                          \
 }                                                                                                     \
 static ATTR void NAME(SCAN_ARGS) {                                                                    \
     if (!heaps) {                                                                                     \
@@ -250,46 +277,83 @@ DEFINE_SCALAR_SCAN(scan_generic, )
 #ifdef BITLENS_X86
 DEFINE_SCALAR_SCAN(scan_popcnt, __attribute__((target("popcnt"))))
 
-/* AVX2: words [0, VW) of each plane pair by nibble lookup (bytes summed, one SAD per plane pair), words
- * [VW, W) by scalar popcnt, so the vector and the integer units can work on the same pair at once. */
+/* AVX2: words [0, VW) of each plane pair by nibble lookup (bytes summed, one SAD per plane pair) into `acc`
+ * (four 64-bit lanes, plane pairs weighted), words [VW, W) by scalar popcnt, so the vector and the integer
+ * units can work on the same pair at once. */
+#define AVX2_ACC(W, PQ, PD, VW)                                                                       \
+    __m256i acc = _mm256_setzero_si256();                                                             \
+    for (int i = 0; i < (PQ); i++) {                                                                  \
+        const uint64_t *a = qrow + i * J->qs;                                                         \
+        for (int j = 0; j < (PD); j++) {                                                              \
+            const uint64_t *b = drow + j * J->ds;                                                     \
+            __m256i sum = _mm256_setzero_si256();                                                     \
+            for (int w0 = 0; w0 < (VW); w0 += 4 * 30) {                                              \
+                int w1 = w0 + 4 * 30 < (VW) ? w0 + 4 * 30 : (VW);                                     \
+                __m256i bytes = _mm256_setzero_si256();                                               \
+                for (int w = w0; w < w1; w += 4) {                                                    \
+                    __m256i x = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(a + w)),        \
+                                                 _mm256_loadu_si256((const __m256i *)(b + w)));       \
+                    __m256i lo = _mm256_and_si256(x, low4);                                           \
+                    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low4);                     \
+                    bytes = _mm256_add_epi8(bytes, _mm256_shuffle_epi8(lut, lo));                     \
+                    bytes = _mm256_add_epi8(bytes, _mm256_shuffle_epi8(lut, hi));                     \
+                }                                                                                     \
+                sum = _mm256_add_epi64(sum, _mm256_sad_epu8(bytes, _mm256_setzero_si256()));          \
+            }                                                                                         \
+            if ((PQ) * (PD) == 1) acc = sum;                                                          \
+            else acc = _mm256_add_epi64(acc, _mm256_mul_epu32(sum,                                    \
+                                               _mm256_set1_epi64x(coef[i * (PD) + j])));              \
+        }                                                                                             \
+    }
+
 #define AVX2_COST(W, PQ, PD, VW)                                                                      \
     {                                                                                                 \
-        __m256i acc = _mm256_setzero_si256();                                                         \
-        for (int i = 0; i < (PQ); i++) {                                                              \
-            const uint64_t *a = qrow + i * J->qs;                                                     \
-            for (int j = 0; j < (PD); j++) {                                                          \
-                const uint64_t *b = drow + j * J->ds;                                                 \
-                __m256i sum = _mm256_setzero_si256();                                                 \
-                for (int w0 = 0; w0 < (VW); w0 += 4 * 30) {                                          \
-                    int w1 = w0 + 4 * 30 < (VW) ? w0 + 4 * 30 : (VW);                                 \
-                    __m256i bytes = _mm256_setzero_si256();                                           \
-                    for (int w = w0; w < w1; w += 4) {                                                \
-                        __m256i x = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(a + w)),    \
-                                                     _mm256_loadu_si256((const __m256i *)(b + w)));   \
-                        __m256i lo = _mm256_and_si256(x, low4);                                       \
-                        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low4);                 \
-                        bytes = _mm256_add_epi8(bytes, _mm256_shuffle_epi8(lut, lo));                 \
-                        bytes = _mm256_add_epi8(bytes, _mm256_shuffle_epi8(lut, hi));                 \
-                    }                                                                                 \
-                    sum = _mm256_add_epi64(sum, _mm256_sad_epu8(bytes, _mm256_setzero_si256()));      \
-                }                                                                                     \
-                if ((PQ) * (PD) == 1) acc = sum;                                                      \
-                else acc = _mm256_add_epi64(acc, _mm256_mul_epu32(sum,                                \
-                                                   _mm256_set1_epi64x(coef[i * (PD) + j])));          \
-            }                                                                                         \
-        }                                                                                             \
+        AVX2_ACC(W, PQ, PD, VW)                                                                       \
         __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));    \
         cost = _mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1);                                      \
         if ((PQ) * (PD) == 1) cost *= coef[0];                                                        \
     }                                                                                                 \
     if ((VW) < (W)) { SCALAR_COST(__builtin_popcountll, W, PQ, PD, VW) }
 
+/* lanes of A, B, C, D -> [sum A, sum B, sum C, sum D] */
+#define AVX2_SUM4(A, B, C, D, OUT)                                                                    \
+    {                                                                                                 \
+        __m256i ab = _mm256_add_epi64(_mm256_unpacklo_epi64(A, B), _mm256_unpackhi_epi64(A, B));      \
+        __m256i cd = _mm256_add_epi64(_mm256_unpacklo_epi64(C, D), _mm256_unpackhi_epi64(C, D));      \
+        OUT = _mm256_add_epi64(_mm256_permute2x128_si256(ab, cd, 0x20),                               \
+                               _mm256_permute2x128_si256(ab, cd, 0x31));                              \
+    }
+
+#define AVX2_BLOCK(W, PQ, PD, VW)                                                                     \
+    {                                                                                                 \
+        __m256i accs[QBLOCK];                                                                         \
+        for (int u = 0; u < QBLOCK; u++) {                                                            \
+            const uint64_t *qrow = J->q + (qb + u) * (W);                                             \
+            AVX2_ACC(W, PQ, PD, VW)                                                                   \
+            accs[u] = acc;                                                                            \
+        }                                                                                             \
+        __m256i s0, s1;                                                                               \
+        AVX2_SUM4(accs[0], accs[1], accs[2], accs[3], s0)                                             \
+        AVX2_SUM4(accs[4], accs[5], accs[6], accs[7], s1)                                             \
+        _mm256_storeu_si256((__m256i *)bcost, s0);                                                    \
+        _mm256_storeu_si256((__m256i *)(bcost + 4), s1);                                              \
+        if ((PQ) * (PD) == 1 && coef[0] != 1)                                                         \
+            for (int u = 0; u < QBLOCK; u++) bcost[u] *= coef[0];                                     \
+        if ((VW) < (W))                                                                               \
+            for (int u = 0; u < QBLOCK; u++) {                                                        \
+                const uint64_t *qrow = J->q + (qb + u) * (W);                                         \
+                int64_t cost = 0;                                                                     \
+                SCALAR_COST(__builtin_popcountll, W, PQ, PD, VW)                                      \
+                bcost[u] += cost;                                                                     \
+            }                                                                                         \
+    }
+
 static inline __attribute__((always_inline, target("avx2,popcnt")))
 void scan_avx2_impl(SCAN_ARGS, const int W, const int PQ, const int PD, const int VW, const int FLOOR) {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low4 = _mm256_set1_epi8(0x0f);
-    SCAN_BODY(AVX2_COST(W, PQ, PD, VW))
+    SCAN_BODY(AVX2_COST(W, PQ, PD, VW), AVX2_BLOCK(W, PQ, PD, VW))
 }
 
 static int g_vector_words = -1;  /* tuning: words per plane done by AVX2 (-1: the built-in split) */
@@ -315,34 +379,59 @@ static __attribute__((target("avx2,popcnt"))) void scan_avx2(SCAN_ARGS) {
 }
 
 /* AVX-512 VPOPCNTDQ: eight words per instruction, the last partial group by a masked (zeroing, non-faulting)
- * load; plane pairs weighted in 64-bit lanes as in the AVX2 cost, one horizontal sum per pair. */
+ * load; plane pairs weighted in 64-bit lanes as in the AVX2 cost. */
 #define AVX512_TARGET "avx512f,avx512vpopcntdq,popcnt"
+#define AVX512_ACC(W, PQ, PD)                                                                         \
+    __m512i acc = _mm512_setzero_si512();                                                             \
+    for (int i = 0; i < (PQ); i++) {                                                                  \
+        const uint64_t *a = qrow + i * J->qs;                                                         \
+        for (int j = 0; j < (PD); j++) {                                                              \
+            const uint64_t *b = drow + j * J->ds;                                                     \
+            __m512i sum = _mm512_setzero_si512();                                                     \
+            for (int w = 0; w < (W); w += 8) {                                                        \
+                __mmask8 m = (W) - w >= 8 ? (__mmask8)0xff : (__mmask8)((1u << ((W) - w)) - 1u);      \
+                __m512i x = _mm512_xor_si512(_mm512_maskz_loadu_epi64(m, a + w),                      \
+                                             _mm512_maskz_loadu_epi64(m, b + w));                     \
+                sum = _mm512_add_epi64(sum, _mm512_popcnt_epi64(x));                                  \
+            }                                                                                         \
+            if ((PQ) * (PD) == 1) acc = sum;                                                          \
+            else acc = _mm512_add_epi64(acc, _mm512_mul_epu32(sum,                                    \
+                                               _mm512_set1_epi64(coef[i * (PD) + j])));               \
+        }                                                                                             \
+    }
+
 #define AVX512_COST(W, PQ, PD)                                                                        \
     {                                                                                                 \
-        __m512i acc = _mm512_setzero_si512();                                                         \
-        for (int i = 0; i < (PQ); i++) {                                                              \
-            const uint64_t *a = qrow + i * J->qs;                                                     \
-            for (int j = 0; j < (PD); j++) {                                                          \
-                const uint64_t *b = drow + j * J->ds;                                                 \
-                __m512i sum = _mm512_setzero_si512();                                                 \
-                for (int w = 0; w < (W); w += 8) {                                                    \
-                    __mmask8 m = (W) - w >= 8 ? (__mmask8)0xff : (__mmask8)((1u << ((W) - w)) - 1u);  \
-                    __m512i x = _mm512_xor_si512(_mm512_maskz_loadu_epi64(m, a + w),                  \
-                                                 _mm512_maskz_loadu_epi64(m, b + w));                 \
-                    sum = _mm512_add_epi64(sum, _mm512_popcnt_epi64(x));                              \
-                }                                                                                     \
-                if ((PQ) * (PD) == 1) acc = sum;                                                      \
-                else acc = _mm512_add_epi64(acc, _mm512_mul_epu32(sum,                                \
-                                                   _mm512_set1_epi64(coef[i * (PD) + j])));           \
-            }                                                                                         \
-        }                                                                                             \
+        AVX512_ACC(W, PQ, PD)                                                                         \
         cost = _mm512_reduce_add_epi64(acc);                                                          \
         if ((PQ) * (PD) == 1) cost *= coef[0];                                                        \
     }
 
+/* lanes of A, B -> per 128-bit chunk k: (A[2k] + A[2k+1], B[2k] + B[2k+1]) */
+#define AVX512_PAIRS(A, B) _mm512_add_epi64(_mm512_unpacklo_epi64(A, B), _mm512_unpackhi_epi64(A, B))
+/* chunks (x0, x1, x2, x3) of X and Y -> (x0 + x1, x2 + x3, y0 + y1, y2 + y3): 0x88 picks chunks 0, 2 of each,
+ * 0xDD chunks 1, 3 */
+#define AVX512_HALVE(X, Y) _mm512_add_epi64(_mm512_shuffle_i64x2(X, Y, 0x88), _mm512_shuffle_i64x2(X, Y, 0xDD))
+
+#define AVX512_BLOCK(W, PQ, PD)                                                                       \
+    {                                                                                                 \
+        __m512i accs[QBLOCK];                                                                         \
+        for (int u = 0; u < QBLOCK; u++) {                                                            \
+            const uint64_t *qrow = J->q + (qb + u) * (W);                                             \
+            AVX512_ACC(W, PQ, PD)                                                                     \
+            accs[u] = acc;                                                                            \
+        }                                                                                             \
+        __m512i t0 = AVX512_PAIRS(accs[0], accs[1]), t1 = AVX512_PAIRS(accs[2], accs[3]);             \
+        __m512i t2 = AVX512_PAIRS(accs[4], accs[5]), t3 = AVX512_PAIRS(accs[6], accs[7]);             \
+        __m512i w0 = AVX512_HALVE(t0, t1), w1 = AVX512_HALVE(t2, t3);                                 \
+        _mm512_storeu_si512((void *)bcost, AVX512_HALVE(w0, w1));                                     \
+        if ((PQ) * (PD) == 1 && coef[0] != 1)                                                         \
+            for (int u = 0; u < QBLOCK; u++) bcost[u] *= coef[0];                                     \
+    }
+
 static inline __attribute__((always_inline, target(AVX512_TARGET)))
 void scan_avx512_impl(SCAN_ARGS, const int W, const int PQ, const int PD, const int FLOOR) {
-    SCAN_BODY(AVX512_COST(W, PQ, PD))
+    SCAN_BODY(AVX512_COST(W, PQ, PD), AVX512_BLOCK(W, PQ, PD))
 }
 
 static __attribute__((target(AVX512_TARGET))) void scan_avx512(SCAN_ARGS) {
