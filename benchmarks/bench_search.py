@@ -4,8 +4,8 @@ Goal rows (issue sizes: 1,000 queries × 100,000 items, top-10; limits per ISA c
 - Hamming, 1,024 bits, bitlens native kernel with the exact index tie-break / the faster of faiss.knn_hamming and
   faiss IndexBinaryFlat (≤ 0.5 with AVX-512 VPOPCNTDQ, ≤ 0.8 with AVX2);
 - the same Hamming search / the XOR + popcount floor (every pair, no selection, same kernel): ≤ 1.5;
-- SDC (inner product) over bebr codes, 512 dims × 2 planes / faiss IndexFlatIP over 512-d float32 (≤ 0.35 / ≤ 0.75),
-  at 128 B instead of 2,048 B per item;
+- SDC (inner product) over bebr codes, 512 dims × 2 planes / faiss IndexFlatIP over 512-d float32
+  (≤ 0.35 / ≤ 0.75), at 128 B instead of 2,048 B per item;
 - SDC (ip) / Hamming over the same total popcount work (4 plane pairs × 512 = 2,048 bits): ≤ 1.2;
 - SDC (cosine) / SDC (ip): ≤ 1.3.
 Floor rows (1,024 and 2,048 bits) are measured beside the searches; every native search row records its multiple of

@@ -41,7 +41,8 @@ COLUMNS = BASE_COLUMNS + ["floor_multiple"] + MACHINE_COLUMNS
 GOALS = {
     "hamming-cpu": "Hamming top-10, 1,000 × 100,000 × 1,024 bits, exact tie-break / faster of faiss.knn_hamming, "
                    "IndexBinaryFlat ≤ {limit:g}",
-    "hamming-floor": "Hamming top-10, 1,000 × 100,000 × 1,024 bits / XOR + popcount floor (no selection) ≤ {limit:g}",
+    "hamming-floor": "Hamming top-10, 1,000 × 100,000 × 1,024 bits / XOR + popcount floor (no selection) "
+                     "≤ {limit:g}",
     "sdc-cpu": "SDC (ip) top-10, bebr 512 × 2 / faiss IndexFlatIP fp32 512-d, same N ≤ {limit:g} (16× less memory)",
     "sdc-hamming": "SDC (ip) top-10, 512 × 2 / Hamming top-10 over the same total bits (2,048) ≤ {limit:g}",
     "cosine-ip": "SDC (cosine) top-10 / SDC (ip) top-10, 512 × 2 ≤ {limit:g}",

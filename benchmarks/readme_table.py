@@ -36,7 +36,8 @@ def rows_table(rows: list[dict]) -> list[str]:
         fm = r.get("floor_multiple") or ""
         fm = "—" if fm == "" else f"{float(fm):.3g}"
         out.append(f"| {r['benchmark']} | {r['bitlens']}: {_value(r['bitlens_value'], r['unit'])} | {peer} | "
-                   f"{ratio} | {fm} | {r['goal'] or '—'} | {r['met'] or '—'} | {r['loadavg'] or '—'} | {r['note']} |")
+                   f"{ratio} | {fm} | {r['goal'] or '—'} | {r['met'] or '—'} | {r['loadavg'] or '—'} | "
+                   f"{r['note']} |")
     return out
 
 
