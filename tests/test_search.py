@@ -148,7 +148,7 @@ def kernel(request):
     mod.set_kernel("auto")
 
 
-@pytest.mark.parametrize("m", [1, 63, 130, 1024])
+@pytest.mark.parametrize("m", [1, 63, 130, 1024, 2048])
 @pytest.mark.parametrize("nq", [3, 40])  # 3 queries: the kernel splits the database across threads instead
 def test_native_hamming_equals_numpy_with_ties_in_every_kernel(kernel, m, nq):
     q, db = codes.pack(_tied_codes(nq, m, 3)), codes.pack(_tied_codes(700, m, 4))
@@ -271,7 +271,7 @@ def test_native_database_of_one_row_and_k_beyond_it(kernel, planes, nq):
     np.testing.assert_array_equal(got[1], ref[1])
 
 
-@pytest.mark.parametrize("m", [1, 63, 1024, 1031])
+@pytest.mark.parametrize("m", [1, 63, 1024, 1031, 2048])
 @pytest.mark.parametrize("nq", [1, 70])
 def test_floor_sums_every_pair_distance(kernel, m, nq):
     q, db = codes.pack(_tied_codes(nq, m, 1)), codes.pack(_tied_codes(333, m, 2))

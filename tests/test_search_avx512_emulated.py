@@ -75,7 +75,7 @@ def _recurrent(n, m, weights, seed, distinct=5):
     return codes.RecurrentCode.from_values(base[rng.integers(0, distinct, n)], weights)
 
 
-@pytest.mark.parametrize("m", [1, 63, 130, 1024, 1031])
+@pytest.mark.parametrize("m", [1, 63, 130, 1024, 1031, 2048])
 @pytest.mark.parametrize("nq", [3, 20, 40])
 def test_emulated_avx512_hamming_equals_numpy(use, m, nq):
     q, db = codes.pack(_tied(nq, m, 3)), codes.pack(_tied(700, m, 4))
