@@ -185,6 +185,16 @@ static void norm_range(const job_t *J, int64_t b0, int64_t b1, double *nmin, dou
  *               keep each query's sum in a vector and add the QBLOCK vectors across in one transposition
  *               instead of one horizontal sum per pair. */
 
+/* BEBR's plane weights (1, 1/2) give the coefficients (4, 2, 2, 1) for 512 x 2 SDC; that shape is also compiled
+ * with them as constants (C421 = 1): the vector kernels then weight the plane pairs by Horner's rule in
+ * additions, ((p00 * 2 + p01 + p10) * 2 + p11), instead of four multiplications. */
+static const int64_t COEF421[4] = {4, 2, 2, 1};
+#define COEF(idx) (C421 ? COEF421[idx] : coef[idx])
+
+static inline int coef_is_421(const job_t *J) {
+    return J->pq == 2 && J->pd == 2 && J->coef[0] == 4 && J->coef[1] == 2 && J->coef[2] == 2 && J->coef[3] == 1;
+}
+
 #define SCALAR_COST(POPCNT, W, PQ, PD, W0)                                                            \
     for (int i = 0; i < (PQ); i++) {                                                                  \
         const uint64_t *a = qrow + i * J->qs;                                                         \
@@ -192,7 +202,7 @@ static void norm_range(const job_t *J, int64_t b0, int64_t b1, double *nmin, dou
             const uint64_t *b = drow + j * J->ds;                                                     \
             int64_t h = 0;                                                                            \
             for (int w = (W0); w < (W); w++) h += POPCNT(a[w] ^ b[w]);                                \
-            cost += coef[i * (PD) + j] * h;                                                           \
+            cost += COEF(i * (PD) + j) * h;                                                           \
         }                                                                                             \
     }
 
@@ -258,19 +268,21 @@ static void norm_range(const job_t *J, int64_t b0, int64_t b1, double *nmin, dou
 
 #define DEFINE_SCALAR_SCAN(NAME, ATTR)                                                                \
 static inline __attribute__((always_inline)) ATTR void NAME##_impl(SCAN_ARGS, const int W, const int PQ, \
-                                                                   const int PD, const int FLOOR) {   \
+                                                                   const int PD, const int FLOOR,     \
+                                                                   const int C421) {                  \
     SCAN_BODY(SCALAR_COST(__builtin_popcountll, W, PQ, PD, 0),                                        \
               SCALAR_BLOCK(__builtin_popcountll, W, PQ, PD))                                          \
 }                                                                                                     \
 static ATTR void NAME(SCAN_ARGS) {                                                                    \
     int F = heaps == NULL, H = J->pq == 1 && J->pd == 1;                                              \
-    if (F && H && J->W == 16) NAME##_impl(SCAN_PASS, 16, 1, 1, 1);                                    \
-    else if (F && H && J->W == 32) NAME##_impl(SCAN_PASS, 32, 1, 1, 1);                               \
-    else if (F) NAME##_impl(SCAN_PASS, J->W, J->pq, J->pd, 1);                                        \
-    else if (H && J->W == 16) NAME##_impl(SCAN_PASS, 16, 1, 1, 0);                                    \
-    else if (H && J->W == 32) NAME##_impl(SCAN_PASS, 32, 1, 1, 0);                                    \
-    else if (J->pq == 2 && J->pd == 2 && J->W == 8) NAME##_impl(SCAN_PASS, 8, 2, 2, 0);               \
-    else NAME##_impl(SCAN_PASS, J->W, J->pq, J->pd, 0);                                               \
+    if (F && H && J->W == 16) NAME##_impl(SCAN_PASS, 16, 1, 1, 1, 0);                                 \
+    else if (F && H && J->W == 32) NAME##_impl(SCAN_PASS, 32, 1, 1, 1, 0);                            \
+    else if (F) NAME##_impl(SCAN_PASS, J->W, J->pq, J->pd, 1, 0);                                     \
+    else if (H && J->W == 16) NAME##_impl(SCAN_PASS, 16, 1, 1, 0, 0);                                 \
+    else if (H && J->W == 32) NAME##_impl(SCAN_PASS, 32, 1, 1, 0, 0);                                 \
+    else if (coef_is_421(J) && J->W == 8) NAME##_impl(SCAN_PASS, 8, 2, 2, 0, 1);                      \
+    else if (J->pq == 2 && J->pd == 2 && J->W == 8) NAME##_impl(SCAN_PASS, 8, 2, 2, 0, 0);            \
+    else NAME##_impl(SCAN_PASS, J->W, J->pq, J->pd, 0, 0);                                            \
 }
 
 DEFINE_SCALAR_SCAN(scan_generic, )
@@ -302,6 +314,8 @@ DEFINE_SCALAR_SCAN(scan_popcnt, __attribute__((target("popcnt"))))
                 sum = _mm256_add_epi64(sum, _mm256_sad_epu8(bytes, _mm256_setzero_si256()));          \
             }                                                                                         \
             if ((PQ) * (PD) == 1) acc = sum;                                                          \
+            else if (C421) acc = i + j == 0 ? sum : i + j == 2 || j == 1 ?                            \
+                _mm256_add_epi64(_mm256_add_epi64(acc, acc), sum) : _mm256_add_epi64(acc, sum);       \
             else acc = _mm256_add_epi64(acc, _mm256_mul_epu32(sum,                                    \
                                                _mm256_set1_epi64x(coef[i * (PD) + j])));              \
         }                                                                                             \
@@ -350,7 +364,8 @@ DEFINE_SCALAR_SCAN(scan_popcnt, __attribute__((target("popcnt"))))
     }
 
 static inline __attribute__((always_inline, target("avx2,popcnt")))
-void scan_avx2_impl(SCAN_ARGS, const int W, const int PQ, const int PD, const int VW, const int FLOOR) {
+void scan_avx2_impl(SCAN_ARGS, const int W, const int PQ, const int PD, const int VW, const int FLOOR,
+                    const int C421) {
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                          0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low4 = _mm256_set1_epi8(0x0f);
@@ -366,22 +381,24 @@ static __attribute__((target("avx2,popcnt"))) void scan_avx2(SCAN_ARGS) {
      * 2,048-bit Hamming (the popcount work of 512 x 2 SDC, which the benchmarks compare it with) keeps the
      * 1,024-bit proportion, 24 of 32 */
     if (J->pq == 1 && J->pd == 1 && J->W == 16 && (vw < 0 || vw == 12)) {
-        if (F) scan_avx2_impl(SCAN_PASS, 16, 1, 1, 12, 1);
-        else scan_avx2_impl(SCAN_PASS, 16, 1, 1, 12, 0);
+        if (F) scan_avx2_impl(SCAN_PASS, 16, 1, 1, 12, 1, 0);
+        else scan_avx2_impl(SCAN_PASS, 16, 1, 1, 12, 0, 0);
     }
     else if (J->pq == 1 && J->pd == 1 && J->W == 32 && (vw < 0 || vw == 24)) {
-        if (F) scan_avx2_impl(SCAN_PASS, 32, 1, 1, 24, 1);
-        else scan_avx2_impl(SCAN_PASS, 32, 1, 1, 24, 0);
+        if (F) scan_avx2_impl(SCAN_PASS, 32, 1, 1, 24, 1, 0);
+        else scan_avx2_impl(SCAN_PASS, 32, 1, 1, 24, 0, 0);
     }
-    else if (!F && J->pq == 1 && J->pd == 1 && J->W == 16 && vw == 8) scan_avx2_impl(SCAN_PASS, 16, 1, 1, 8, 0);
-    else if (!F && J->pq == 1 && J->pd == 1 && J->W == 16 && vw == 16) scan_avx2_impl(SCAN_PASS, 16, 1, 1, 16, 0);
-    else if (!F && J->pq == 2 && J->pd == 2 && J->W == 8 && (vw < 0 || vw == 8))
-        scan_avx2_impl(SCAN_PASS, 8, 2, 2, 8, 0);
-    else if (!F && J->pq == 2 && J->pd == 2 && J->W == 8 && vw == 4) scan_avx2_impl(SCAN_PASS, 8, 2, 2, 4, 0);
+    else if (!F && J->pq == 1 && J->pd == 1 && J->W == 16 && vw == 8) scan_avx2_impl(SCAN_PASS, 16, 1, 1, 8, 0, 0);
+    else if (!F && J->pq == 1 && J->pd == 1 && J->W == 16 && vw == 16) scan_avx2_impl(SCAN_PASS, 16, 1, 1, 16, 0, 0);
+    else if (!F && J->pq == 2 && J->pd == 2 && J->W == 8 && (vw < 0 || vw == 8)) {
+        if (coef_is_421(J)) scan_avx2_impl(SCAN_PASS, 8, 2, 2, 8, 0, 1);
+        else scan_avx2_impl(SCAN_PASS, 8, 2, 2, 8, 0, 0);
+    }
+    else if (!F && J->pq == 2 && J->pd == 2 && J->W == 8 && vw == 4) scan_avx2_impl(SCAN_PASS, 8, 2, 2, 4, 0, 0);
     else {
         if (vw < 0 || vw > J->W || vw % 4) vw = J->W - J->W % 4;
-        if (F) scan_avx2_impl(SCAN_PASS, J->W, J->pq, J->pd, vw, 1);
-        else scan_avx2_impl(SCAN_PASS, J->W, J->pq, J->pd, vw, 0);
+        if (F) scan_avx2_impl(SCAN_PASS, J->W, J->pq, J->pd, vw, 1, 0);
+        else scan_avx2_impl(SCAN_PASS, J->W, J->pq, J->pd, vw, 0, 0);
     }
 }
 
@@ -402,6 +419,8 @@ static __attribute__((target("avx2,popcnt"))) void scan_avx2(SCAN_ARGS) {
                 sum = _mm512_add_epi64(sum, _mm512_popcnt_epi64(x));                                  \
             }                                                                                         \
             if ((PQ) * (PD) == 1) acc = sum;                                                          \
+            else if (C421) acc = i + j == 0 ? sum : i + j == 2 || j == 1 ?                            \
+                _mm512_add_epi64(_mm512_add_epi64(acc, acc), sum) : _mm512_add_epi64(acc, sum);       \
             else acc = _mm512_add_epi64(acc, _mm512_mul_epu32(sum,                                    \
                                                _mm512_set1_epi64(coef[i * (PD) + j])));               \
         }                                                                                             \
@@ -437,19 +456,20 @@ static __attribute__((target("avx2,popcnt"))) void scan_avx2(SCAN_ARGS) {
     }
 
 static inline __attribute__((always_inline, target(AVX512_TARGET)))
-void scan_avx512_impl(SCAN_ARGS, const int W, const int PQ, const int PD, const int FLOOR) {
+void scan_avx512_impl(SCAN_ARGS, const int W, const int PQ, const int PD, const int FLOOR, const int C421) {
     SCAN_BODY(AVX512_COST(W, PQ, PD), AVX512_BLOCK(W, PQ, PD))
 }
 
 static __attribute__((target(AVX512_TARGET))) void scan_avx512(SCAN_ARGS) {
     int F = heaps == NULL, H = J->pq == 1 && J->pd == 1;
-    if (F && H && J->W == 16) scan_avx512_impl(SCAN_PASS, 16, 1, 1, 1);
-    else if (F && H && J->W == 32) scan_avx512_impl(SCAN_PASS, 32, 1, 1, 1);
-    else if (F) scan_avx512_impl(SCAN_PASS, J->W, J->pq, J->pd, 1);
-    else if (H && J->W == 16) scan_avx512_impl(SCAN_PASS, 16, 1, 1, 0);
-    else if (H && J->W == 32) scan_avx512_impl(SCAN_PASS, 32, 1, 1, 0);
-    else if (J->pq == 2 && J->pd == 2 && J->W == 8) scan_avx512_impl(SCAN_PASS, 8, 2, 2, 0);
-    else scan_avx512_impl(SCAN_PASS, J->W, J->pq, J->pd, 0);
+    if (F && H && J->W == 16) scan_avx512_impl(SCAN_PASS, 16, 1, 1, 1, 0);
+    else if (F && H && J->W == 32) scan_avx512_impl(SCAN_PASS, 32, 1, 1, 1, 0);
+    else if (F) scan_avx512_impl(SCAN_PASS, J->W, J->pq, J->pd, 1, 0);
+    else if (H && J->W == 16) scan_avx512_impl(SCAN_PASS, 16, 1, 1, 0, 0);
+    else if (H && J->W == 32) scan_avx512_impl(SCAN_PASS, 32, 1, 1, 0, 0);
+    else if (coef_is_421(J) && J->W == 8) scan_avx512_impl(SCAN_PASS, 8, 2, 2, 0, 1);
+    else if (J->pq == 2 && J->pd == 2 && J->W == 8) scan_avx512_impl(SCAN_PASS, 8, 2, 2, 0, 0);
+    else scan_avx512_impl(SCAN_PASS, J->W, J->pq, J->pd, 0, 0);
 }
 #endif
 
