@@ -228,3 +228,19 @@ def test_headline_bits_are_integers_and_missing_bits_a_dash(results):
     assert [c.strip() for c in hash_row.strip("|").split("|")][2:4] == ["1024", "1024"]
     assert [c.strip() for c in bebr_row.strip("|").split("|")][2:4] == ["1024", "—"]
     assert "None" not in head and "nan" not in head
+
+
+def test_baseline_protocol_and_hashing_sentences_get_their_section_in_stage_order(results):
+    m = json.loads((results / "12_bebr_eval" / "metrics.json").read_text())
+    _write(results, "12_bebr_eval", {**m, "baseline_sentences": ["hash beats LSH"],
+                                     "protocol_sentences": ["all captions raise R@1"]})
+    _write(results, "22_ibc_eval", {"hashing_sentences": ["precision within radius 2 is 0.5"]})
+    report.build_report(results, TARGETS, None, "paper")
+    md = (results / "report.md").read_text()
+    section = md.split("## Deep-hashing metrics, the CLIP protocol and baselines at equal bits")[1].split("\n## ")[0]
+    assert "- hash beats LSH\n- all captions raise R@1\n- precision within radius 2 is 0.5" in section
+
+
+def test_no_researcher_section_without_its_sentences(results):
+    report.build_report(results, TARGETS, None, "paper")
+    assert "Deep-hashing metrics, the CLIP protocol" not in (results / "report.md").read_text()
