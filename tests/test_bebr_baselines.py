@@ -91,3 +91,15 @@ def test_baseline_rows_fit_never_sees_the_evaluation_features():
     h = hashers[("ITQ", 8)]
     ci, ct = h.codes(img).astype(float), h.codes(txt).astype(float)
     assert r["i2t"]["pessimistic"] == recall_at_k(ci @ ct.T, ties="pessimistic")
+
+
+def test_baseline_sentence_compares_each_head_with_each_methods_best_run_at_no_more_bits():
+    def row(bits, r10, method=None):
+        r = {"bits": bits, "i2t": {"pessimistic": {"r10": r10}}}
+        return {**r, "baseline": method} if method else r
+
+    base = {"LSH 8b": row(8, 0.3, "LSH"), "LSH 16b": row(16, 0.5, "LSH"), "LSH 32b": row(32, 0.9, "LSH"),
+            "sign-PCA 8b": row(8, 0.4, "sign-PCA"), "sign-PCA 16b": row(16, 0.2, "sign-PCA")}
+    s = baselines.baseline_sentences({"hash": row(16, 0.45)}, base, "pessimistic")
+    assert s == ["hash (16 bits): image→text R@10 0.4500 — below LSH's best at ≤ 16 bits (0.5000, 16 bits); "
+                 "above sign-PCA's best at ≤ 16 bits (0.4000, 8 bits)."]

@@ -95,7 +95,8 @@ def itq_rotation(V: np.ndarray, iterations: int = ITQ_ITERATIONS, seed: int = 0)
     losses = [quantization_loss(V, R)]
     for _ in range(iterations):
         B = np.where(V @ R >= 0, 1.0, -1.0)
-        # min over orthogonal R of ‖B − VR‖ = max tr(Rᵀ VᵀB): R = U Wᵀ from VᵀB = U Σ Wᵀ (orthogonal Procrustes)
+        # min over orthogonal R of ‖B − VR‖ = max tr(Rᵀ VᵀB): R = U Wᵀ from VᵀB = U Σ Wᵀ
+        # (orthogonal Procrustes)
         U, _, Wt = np.linalg.svd(V.T @ B)
         R = U @ Wt
         losses.append(quantization_loss(V, R))
@@ -145,3 +146,27 @@ def baseline_rows(train, img, txt, head_bits, seed: int = 0) -> tuple[dict, dict
         row = table_rows(f"{method} {bits}b", h.codes(img), h.codes(txt), True, 1, bits)
         rows[f"{method} {bits}b"] = {"baseline": method, **row}
     return rows, hashers
+
+
+def baseline_sentences(heads: dict, base: dict, ties: str, k: str = "r10") -> list[str]:
+    """Per binary head: its image→text R@K beside the best run of each baseline at no more bits than the head
+    stores (more bits are not always better: sign-PCA's low-variance directions add noise), from the numbers.
+    `heads`/`base`: table rows as `bebr.evaluate.table_rows` returns (baselines with their "baseline" method)."""
+    def cmp(a, b) -> str:
+        return "above" if a > b else "below" if a < b else "equal to"
+
+    out = []
+    for name, r in heads.items():
+        bits, ours = r["bits"], r["i2t"][ties][k]
+        parts = []
+        for method in METHODS:
+            cands = [b for b in base.values() if b["baseline"] == method and b["bits"] <= bits]
+            if not cands:
+                continue
+            # the best run; among equal recalls the fewest bits
+            b = max(cands, key=lambda x: (x["i2t"][ties][k], -x["bits"]))
+            v = b["i2t"][ties][k]
+            parts.append(f"{cmp(ours, v)} {method}'s best at ≤ {bits} bits ({v:.4f}, {b['bits']} bits)")
+        if parts:
+            out.append(f"{name} ({bits} bits): image→text R@{k[1:]} {ours:.4f} — " + "; ".join(parts) + ".")
+    return out
