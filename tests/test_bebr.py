@@ -325,3 +325,22 @@ def _previous(out_dir):
     assert not [p for p in out_dir.rglob("previous-*")]
     home = out_dir.parent / ".previous" / out_dir.name
     return sorted(home.iterdir()) if home.exists() else []
+
+
+def test_clip_protocol_counts_a_hit_for_any_caption_and_each_caption_finds_its_image():
+    from bitlens.bebr.evaluate import clip_protocol_recalls
+
+    img = np.array([[1.0, 0.0], [0.0, 1.0]])
+    # image 0: captions 0, 1 (caption 1 is the near one); image 1: caption 2, which sits nearer image 0
+    txt = np.array([[0.0, 1.0], [1.0, 0.05], [0.9, 0.5]])
+    r = clip_protocol_recalls(img, txt, [0, 0, 1], False, 1)
+    i2t, t2i = r["i2t"]["pessimistic"], r["t2i"]["pessimistic"]
+    # image 0's best caption (1) ranks first; image 1's only caption (2) ranks after caption 0 (cos 1.0)
+    assert i2t["r1"] == 0.5 and i2t["meanr"] == (1 + 2) / 2
+    # captions 0 → image 1 (not its own 0): rank 2; 1 → image 0: rank 1; 2 → image 0 (not its own 1): rank 2
+    assert t2i["r1"] == pytest.approx(1 / 3) and t2i["meanr"] == pytest.approx(5 / 3)
+    assert r["images"] == 2 and r["captions"] == 3
+    with pytest.raises(ValueError, match="image row 1 has no caption"):
+        clip_protocol_recalls(img, txt, [0, 0, 0], False, 1)
+    with pytest.raises(ValueError, match="outside 0..1"):
+        clip_protocol_recalls(img, txt, [0, 0, 2], False, 1)

@@ -213,7 +213,75 @@ def evaluate_experiment(b, lab, grm, exp: dict, names: list[str], groups: dict, 
                                **customized_retrieval(B, lab[:, 1:], names.index(target), single, seed)}
             break
     r["dataset"] = exp.get("dataset") or "released"
+    r["hashing"] = hashing_metrics_of(b, lab)
     return r
+
+
+HASHING_PROTOCOL = ("leave-one-out: query set = database (test list), each query's own item removed from its "
+                    "ranking, relevant = same class label; Hamming ranking, ties → lower index")
+
+
+def hashing_metrics_of(binary_codes, lab, radius: int = 2) -> dict:
+    """The deep-hashing metrics (`metrics.hashing_metrics`) of one code file, leave-one-out on the test list.
+
+    mAP@K is computed at the DeepHash K values smaller than the database (larger ones would equal mAP@all) and
+    at all; the radius is capped at the code length."""
+    B = binarize_sigmoid(binary_codes)
+    labels = class_labels(lab)
+    n = B.shape[0] - 1
+    return metrics.hashing_metrics(B, B, labels, labels, self_match="drop", radius=min(radius, B.shape[1]),
+                                   map_ks=[k for k in metrics.HASHING_MAP_KS if k < n])
+
+
+def hashing_row(name: str, h: dict, bits: int, class_map: float | None = None) -> dict:
+    """One table row: mAP@K and @all, precision / recall within the radius, the queries with nothing in it."""
+    row = {"experiment": name, "bits": bits}
+    if class_map is not None:
+        row["class mAP (official)"] = class_map
+    row.update({f"mAP@{k}": v for k, v in h["map"].items()})
+    r = h["radius"]
+    row.update({f"P@r≤{r}": h["precision_within_radius"], f"R@r≤{r}": h["recall_within_radius"],
+                f"queries empty at r≤{r}": h["empty_within_radius"]})
+    return row
+
+
+def hashing_caption(runs: dict) -> str:
+    h = next(iter(runs.values()))
+    return (f"Deep-hashing metrics ({HASHING_PROTOCOL}). mAP@K: AP over the first K, normalised by the relevant "
+            f"items found there, 0 when none (DeepHash-pytorch's CalcTopMap); @K shown only where K is below the "
+            f"database size ({h['database']} items). P / R within Hamming radius {h['radius']}: a query with no "
+            f"item within the radius counts as precision 0 (DeepHash-style papers); the last column counts those "
+            f"queries. 'class mAP (official)' keeps the own item in the ranking as non-relevant (compute_map.m).")
+
+
+def hashing_sentences(runs: dict) -> list[str]:
+    """One sentence per run from its numbers: mAP@all, precision / recall within the radius, empty queries."""
+    out = []
+    for name, h in runs.items():
+        r, n = h["radius"], h["queries"]
+        out.append(f"{name}: mAP@all {h['map']['all']:.4f}; within Hamming radius {r}, precision "
+                   f"{h['precision_within_radius']:.4f} and recall {h['recall_within_radius']:.4f}; "
+                   f"{h['empty_within_radius']} of {n} queries retrieve nothing within radius {r} "
+                   f"and count as precision 0.")
+    return out
+
+
+def sweep_hashing_sentence(by_bits: dict[int, dict]) -> str:
+    """How precision within the radius and mAP@all change over the sweep's code lengths, from the numbers."""
+    if len(by_bits) < 2:
+        return ""
+    ks = sorted(by_bits)
+    p = [by_bits[k]["precision_within_radius"] for k in ks]
+    m = [by_bits[k]["map"]["all"] for k in ks]
+
+    def trend(v) -> str:
+        d = np.diff(v)
+        return ("rises with every longer code" if (d > 0).all() else "falls with every longer code" if (d < 0).all()
+                else "is not monotone in the code length")
+    r = by_bits[ks[0]]["radius"]
+    return (f"Code-length sweep: precision within Hamming radius {r} "
+            + ", ".join(f"{v:.4f} ({k} bits)" for k, v in zip(ks, p)) + f" — it {trend(p)}; mAP@all "
+            + ", ".join(f"{v:.4f} ({k} bits)" for k, v in zip(ks, m)) + f" — it {trend(m)}.")
 
 
 def customized_sentence(name: str, c: dict) -> str:
