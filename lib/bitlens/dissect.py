@@ -34,10 +34,9 @@ import torch.nn.functional as F
 
 from bitlens import io
 from bitlens.data.broden import Broden
+from bitlens.ibc.images import IMAGENET_MEAN, IMAGENET_STD
 from bitlens.progress import progress
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)  # the fork stores it as BGR (103.939, 116.779, 123.68)
 CAFFE_SCALE = 255.0 * 0.224  # one std for all channels
 PREPROCESS = ("caffe", "torchvision")

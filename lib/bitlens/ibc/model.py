@@ -280,14 +280,18 @@ def build_from_params(exp: dict, num_classes: int, root=None, seed: int | None =
         if exp["backbone"] != "small" or weights is None:
             raise ValueError("bit_init: readouts needs backbone: small and a backbone_weights file written by "
                              "bitlens.ibc.pretrain (its read-outs lie beside it); set bit_init: kaiming otherwise")
-        from bitlens.ibc.pretrain import readouts_path
-
         # not part of the state dict: 20_ibc_train records it (run_summary), 21_ibc_dissect compares it with the labels
         model.bit_init_concepts = init_bits_from_readouts(model, load_readouts(readouts_path(weights)))
     return model
 
 
 READOUT_ORDER = ("shape", "color", "texture")
+
+
+def readouts_path(weights_path) -> Path:
+    """Where the concept pretraining keeps the read-outs of a weights file: `<weights>.readouts.pt` beside it."""
+    weights_path = Path(weights_path)
+    return weights_path.with_name(weights_path.name + ".readouts.pt")
 
 
 def load_readouts(path) -> dict:
