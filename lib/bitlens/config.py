@@ -39,8 +39,6 @@ def _coerce(value: Any, f: Field, key: str) -> Any:
             break
         if t is int and isinstance(value, bool):
             continue
-        if t is str and isinstance(value, (int, float)) and not isinstance(value, bool) and False:
-            continue
         if isinstance(value, t):
             ok = True
             break

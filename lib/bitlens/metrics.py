@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from bitlens.labels import MISSING_LABEL
 from bitlens.progress import progress
 
 TIE_POLICIES = ("pessimistic", "optimistic", "expected", "index")
 DEFAULT_KS = (1, 5, 10, 50)
-MISSING_LABEL = 99999
 
 
 # -- Recall@K ---------------------------------------------------------------------
@@ -323,11 +323,6 @@ def class_map(B, labels, self_match: str = "nonrelevant", query_idx=None, topk: 
     """Class-level retrieval mAP with query set = database (official `same_train_test`)."""
     labels = _labels(labels, np.asarray(B).shape[0], "labels")
     return mean_average_precision(B, B, labels, labels, self_match=self_match, topk=topk)
-
-
-def class_map_split(query_B, query_labels, db_B, db_labels, topk: int | None = None) -> float:
-    """Class-level mAP with separate query and database sets."""
-    return mean_average_precision(query_B, db_B, query_labels, db_labels, topk=topk)
 
 
 def expert_bits(GRM, k: int) -> np.ndarray:

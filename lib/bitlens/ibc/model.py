@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-MISSING_LABEL = 99999
+from bitlens.labels import MISSING_LABEL
+
 BACKBONES = ("alexnet", "small")
 ALEXNET_HIDDEN = 4096
 SMALL_STRIDE = 8  # the small backbone maps a 64-px input to an 8×8 grid
@@ -226,10 +227,6 @@ class IBC(nn.Module):
                 {"params": list(e.classifier.parameters()), "lr": lr},
                 {"params": list(e.real_prediction.parameters()), "lr": lr * 10},
                 {"params": [self.GRM], "lr": lr * 10}]
-
-    def lr_x10_parameters(self):
-        """The parameters trained at 10× the base learning rate."""
-        return [p for g in self.param_groups(1.0) if g["lr"] == 10 for p in g["params"]]
 
 
 # -- building and loading ------------------------------------------------------------------

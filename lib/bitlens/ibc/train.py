@@ -273,7 +273,8 @@ def train_experiment(exp: dict, dataset: dict, out_dir, device: str = "cpu", roo
     `data.imagelists` entry."""
     from bitlens.config import resolve_path
     from bitlens.data.imagelist import read_list
-    from bitlens.ibc.model import MISSING_LABEL, build_from_params
+    from bitlens.ibc.model import build_from_params
+    from bitlens.labels import MISSING_LABEL
 
     lst = read_list(resolve_path(dataset["train"], root), dataset["format"], dataset["num_attributes"])
     C = dataset["num_classes"]
