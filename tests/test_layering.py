@@ -82,3 +82,12 @@ def test_the_circle_finder_sees_a_circle_through_a_function_level_import(tmp_pat
     graph = import_graph(tmp_path)
     assert graph["bitlens.sub.b"] == {"bitlens.c"} and graph["bitlens.d"] == {"bitlens.c"}
     assert cycles(graph) == [["bitlens.a", "bitlens.c", "bitlens.sub.b"]]
+
+
+def test_the_module_map_in_docs_lists_every_module_and_nothing_else():
+    import re
+
+    listed = set(re.findall(r"^\| `(bitlens[\w.]*)` \|", (ROOT / "docs" / "design.md").read_text(), re.M))
+    modules = set(import_graph())
+    assert modules - listed == set(), "modules missing from docs/design.md's module map"
+    assert listed - modules == set(), "docs/design.md's module map names modules that do not exist"

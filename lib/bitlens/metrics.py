@@ -310,7 +310,7 @@ def mean_average_precision(query_codes, db_codes, query_labels=None, db_labels=N
     native = _native_map() if backend != "numpy" and relevance is None else None
     if backend == "native" and native is None:
         raise RuntimeError("the compiled mAP kernel (bitlens.native._map) is not built and label relevance is "
-                           "needed for it; run `make build` (or pip install -e .), or use backend='numpy'")
+                           "needed for it; run `make setup` (or pip install -e .), or use backend='numpy'")
     if native is not None:
         aps = _native_average_precisions(native, Q, D, ql, dl, self_match, topk, bit_masks)
     else:

@@ -45,7 +45,7 @@ def _get(m: dict, path: tuple, stage: str):
     for i, k in enumerate(path):
         if not isinstance(cur, dict) or k not in cur:
             raise KeyError(f"{stage}/metrics.json: missing key '{'.'.join(map(str, path[:i + 1]))}' "
-                           f"(see the metrics.json contracts in CONTRIBUTING.md; re-run the stage)")
+                           f"(each stage writes its metrics.json at its end: re-run the stage)")
         cur = cur[k]
     return cur
 
