@@ -5,7 +5,6 @@ the run manifest. The tables are deterministic (no timestamps); the run record, 
 """
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
@@ -14,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from bitlens import claims, io
+from bitlens.png import data_uri
 from bitlens.stages import BY_NAME, STAGES
 
 SYNTHETIC = "synthetic data: not comparable"
@@ -186,7 +186,7 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
 
 
 def _img(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    return data_uri(path.read_bytes())
 
 
 REHEARSAL_LINE = ("**Rehearsal — every number below is meaningless:** this run read bitlens.replica's random "

@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 from bitlens import io
-from bitlens.data.shapes import COLOR_NAMES, SCENES, SHAPES, TEXTURES, encode_label_map, png_bytes, render_image
+from bitlens.data.shapes import COLOR_NAMES, SCENES, SHAPES, TEXTURES, encode_label_map, render_image
+from bitlens.png import png_bytes
 from bitlens.replica.images import jpeg_bytes
 
 IMAGE_SIZE, MASK_SIZE = 224, 112
