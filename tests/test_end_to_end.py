@@ -67,3 +67,27 @@ def test_tiny_bits_detect_the_planted_concepts_and_their_masks_sit_on_the_object
     assert placed["bits"] >= 12
     assert placed["on_region"] > 2 * placed["region_share"], placed
     assert placed["in_band"] < placed["band_share"], placed
+
+
+@pytest.mark.slow
+def test_a_rerun_of_00_data_invalidates_nothing_and_a_deleted_output_is_rebuilt(tiny_results):
+    """Issue 23: no time in 00_data's outputs (so re-running it leaves every dependent cached), and a result
+    deleted behind the kit's back re-runs the stage that wrote it, so the report is whole again."""
+    import json
+
+    results, _ = tiny_results
+    assert "generate_s" not in json.loads((results / "00_data" / "metrics.json").read_text())
+    out = _run_all(results.parent, "--force", "--only", "00_data")
+    assert out.returncode == 0, out.stderr[-4000:]
+    manifest = json.loads((results / "run_manifest.json").read_text())
+    assert manifest["stages"]["00_data"]["timings"]["generate_world"] >= 0  # the time went to the run record
+    listed = _run_all(results.parent, "--list").stdout.splitlines()
+    assert len(listed) == len(STAGES) and all("up to date" in line for line in listed), listed
+    (results / "12_bebr_eval" / "bebr_table.md").unlink()
+    listed = _run_all(results.parent, "--list").stdout.splitlines()
+    assert [line.split()[0] for line in listed if "outputs changed" in line] == ["12_bebr_eval"], listed
+    out = _run_all(results.parent)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "bebr_table.md (deleted)" in out.stdout
+    assert "### Full BEBR table (both directions)" in (results / "report.md").read_text()
+    assert not list((results / "12_bebr_eval").glob("previous-*"))
