@@ -12,13 +12,17 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from common import loadavg, show, show_goals  # noqa: E402
+from common import loadavg, machine, show, show_goals  # noqa: E402
 
 SCRIPTS = ["bench_search", "bench_metrics", "bench_dissect", "cuda_search"]
 
 
 def main() -> int:
     rows = []
+    m = machine()
+    print(f"machine class {m['machine_class']}: {m['cpu_model']} ({m['cpu_flags'] or 'no avx2'}); bitlens kernel "
+          f"{m['kernel']}; faiss {m['faiss_version']} ({m['faiss_compile']}); BLAS numpy {m['blas_numpy']}, "
+          f"faiss {m['blas_faiss']}; thread variables: {m['threads_env']}")
     for name in SCRIPTS:
         if not (HERE / f"{name}.py").exists():
             continue

@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from common import RESULTS, hardware, read  # noqa: E402
+from common import RESULTS, cpu_name, read  # noqa: E402
 
 COLUMNS = ["stage", "seconds", "load_1min", "commit", "started"]
 GOAL_SECONDS = 360.0  # the tiny profile's goal: under 6 minutes of stage time
@@ -47,7 +47,7 @@ def rows_from_manifest(manifest: dict, source: str = "run_manifest.json") -> lis
 def write(rows: list[dict], profile: str = "tiny", results: Path = RESULTS) -> Path:
     """Add one run's rows to the hardware's CSV, replacing an earlier recording of the same run."""
     results.mkdir(parents=True, exist_ok=True)
-    path = results / f"{profile}_stages__{hardware()}.csv"
+    path = results / f"{profile}_stages__{cpu_name()}.csv"
     started = {r["started"] for r in rows}
     kept = [r for r in read(path) if r["started"] not in started] if path.exists() else []
     tmp = path.with_suffix(".csv.tmp")

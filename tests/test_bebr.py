@@ -131,7 +131,7 @@ def test_other_settings_start_a_fresh_run_and_keep_the_old_one_aside(tmp_path):
     msgs = []
     train_head(feats, HeadConfig(8, 8, 1, 0, 1), opts, tmp_path, log=msgs.append)
     assert "settings changed (config.out_dim: 16 → 8)" in msgs[0]
-    prev = next(tmp_path.glob("previous-*"))
+    prev = _previous(tmp_path)[0]
     assert torch.load(prev / "checkpoint.pth")["state_dict"]["W.weight"].shape[0] == 16
     assert torch.load(tmp_path / "checkpoint.pth")["state_dict"]["W.weight"].shape[0] == 8
 
@@ -152,10 +152,35 @@ def test_a_finished_run_on_other_features_is_not_reused(tmp_path):
         # the saved evaluation embeddings are this run's, of these features
         np.testing.assert_array_equal(np.load(tmp_path / "feat_image.npy"), embed(head, changed["val_img"], "cpu"))
     assert losses == [losses[0], first["loss"]] and losses[0] != first["loss"]  # trained on what it was given
-    assert len(list(tmp_path.glob("previous-*"))) == 2
+    assert len(_previous(tmp_path)) == 2
     msgs = []
     train_head(changed, cfg, opts, tmp_path, log=msgs.append)  # the same features again: reused
     assert "reusing the finished run" in msgs[-1]
+
+
+def test_a_corrupt_training_state_names_the_remedy_and_the_remedy_works(tmp_path, capsys):
+    from bitlens.bebr.train import FEATURE_FILES, main
+
+    feats = _features()
+    for name in FEATURE_FILES:
+        np.save(tmp_path / name, feats[name[:-4]])
+    out = tmp_path / "out"
+    args = ["--features", str(tmp_path), "--out", str(out), "--out-dim", "16", "--hidden", "0", "--epochs", "1",
+            "--batch-size", "32", "--device", "cpu"]
+    assert main(args) == 0
+    (out / "train_state.pt").write_bytes((out / "train_state.pt").read_bytes()[:100])  # truncated
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "train_state.pt: unreadable training state" in err and "--fresh" in err and "--force" in err
+    assert main(args + ["--fresh"]) == 0  # the remedy the message names: the old state is moved aside, unread
+    assert checkpoint_progress(out) == 1
+
+
+def checkpoint_progress(out):
+    from bitlens import checkpoint
+
+    return checkpoint.load_state(out)["progress"]
 
 
 class Interrupt(Exception):
@@ -293,3 +318,29 @@ def test_torchrun_two_processes_give_the_single_process_loss(tmp_path):
         return json.loads([l for l in out.stdout.splitlines() if l.startswith("{")][-1])["loss"]
 
     assert run(2) == pytest.approx(run(1), rel=1e-5)
+
+
+def _previous(out_dir):
+    """The earlier runs moved out of `out_dir` (bitlens.previous), oldest first; none stays inside it."""
+    assert not [p for p in out_dir.rglob("previous-*")]
+    home = out_dir.parent / ".previous" / out_dir.name
+    return sorted(home.iterdir()) if home.exists() else []
+
+
+def test_clip_protocol_counts_a_hit_for_any_caption_and_each_caption_finds_its_image():
+    from bitlens.bebr.evaluate import clip_protocol_recalls
+
+    img = np.array([[1.0, 0.0], [0.0, 1.0]])
+    # image 0: captions 0, 1 (caption 1 is the near one); image 1: caption 2, which sits nearer image 0
+    txt = np.array([[0.0, 1.0], [1.0, 0.05], [0.9, 0.5]])
+    r = clip_protocol_recalls(img, txt, [0, 0, 1], False, 1)
+    i2t, t2i = r["i2t"]["pessimistic"], r["t2i"]["pessimistic"]
+    # image 0's best caption (1) ranks first; image 1's only caption (2) ranks after caption 0 (cos 1.0)
+    assert i2t["r1"] == 0.5 and i2t["meanr"] == (1 + 2) / 2
+    # captions 0 → image 1 (not its own 0): rank 2; 1 → image 0: rank 1; 2 → image 0 (not its own 1): rank 2
+    assert t2i["r1"] == pytest.approx(1 / 3) and t2i["meanr"] == pytest.approx(5 / 3)
+    assert r["images"] == 2 and r["captions"] == 3
+    with pytest.raises(ValueError, match="image row 1 has no caption"):
+        clip_protocol_recalls(img, txt, [0, 0, 0], False, 1)
+    with pytest.raises(ValueError, match="outside 0..1"):
+        clip_protocol_recalls(img, txt, [0, 0, 2], False, 1)

@@ -168,7 +168,8 @@ def test_compatible_head_searches_the_old_index_and_the_independent_head_does_no
     other = compat.train_compatible(new_f, cfg, dataclasses.replace(opts, epochs=1), tmp_path / "c",
                                     old_head=old_head, old_feats=old_f, weight=0.5, log=lines.append)
     assert len(other["loss"]) == 1 and any("weight: 1.0 → 0.5" in line for line in lines)
-    assert len(list((tmp_path / "c").glob("previous-*/head.pth"))) == 1
+    assert len(list((tmp_path / ".previous" / "c").glob("*/head.pth"))) == 1
+    assert not list((tmp_path / "c").glob("previous-*"))
 
 
 def test_an_interrupted_run_resumes_to_the_same_head(tmp_path):

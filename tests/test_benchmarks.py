@@ -34,10 +34,14 @@ def test_write_and_read_round_trip(tmp_path, monkeypatch):
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     rows = [common.ratio_row("a", "ours", 1.0, "theirs", 2.0, goal=0.8), common.limit_row("b", "ours", 3, "s", 60)]
     path = common.write("demo", rows)
-    assert path.name.startswith("demo__") and path.name.endswith("c.csv")
+    assert path.name == f"demo__{common.hardware()}.csv" and f"-{common.isa_class()}-" in path.name
     back = common.read(path)
     assert [r["benchmark"] for r in back] == ["a", "b"] and back[0]["met"] == "yes"
     assert "theirs" in common.show(rows)
+    # every row names the machine it ran on
+    for r in back:
+        assert {c: r[c] for c in common.MACHINE_COLUMNS} == {c: str(v) for c, v in common.machine().items()}
+        assert r["machine_class"] == common.hardware() and r["kernel"]
 
 
 def test_goal_ids_are_checked_and_every_goal_gets_a_status():
@@ -68,7 +72,7 @@ def test_readme_table_is_generated_between_the_markers(tmp_path):
                       "<!-- stages:start -->\n<!-- stages:end -->\noutro\n")
     old, new = readme_table.update(readme, res)
     assert "old typed table" not in new and new.startswith("intro\n") and new.endswith("outro\n")
-    assert "| Hamming demo | ours: 0.5 s | faiss: 1 s | 0.5 | ratio <= 0.8 | yes |" in new
+    assert "| Hamming demo | ours: 0.5 s | faiss: 1 s | 0.5 | — | ratio <= 0.8 | yes |" in new
     assert "**met**" in new and "**NOT MEASURED**" in new
     readme.write_text("no markers")
     with pytest.raises(SystemExit, match="markers"):
@@ -123,13 +127,26 @@ def test_bench_search_runs_end_to_end_on_tiny_sizes(tmp_path, monkeypatch):
     pytest.importorskip("faiss")
     import bench_search
 
+    from bitlens import search
+
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     monkeypatch.setattr(bench_search, "RESULTS", tmp_path)
     rows = bench_search.main(["--nq", "20", "--nb", "300", "--repeat", "1", "--fallback-nq", "5"])
     names = [r["benchmark"] for r in rows]
     assert any(n.startswith("Hamming top-10, 20 × 300") for n in names)
-    assert all(r["bitlens"] and r["peer"] for r in rows)
+    floors = [r for r in rows if r["benchmark"].startswith("XOR + popcount floor")]
+    assert all(r["bitlens"] and r["peer"] for r in rows if r not in floors)
+    if search._native_module() is not None:  # the floor rows, and the native search rows as multiples of them
+        assert [r["bitlens_value"] > 0 and r["peer"] == "" for r in floors] == [True, True]
+        f1 = floors[0]["bitlens_value"]
+        ham = next(r for r in rows if r["benchmark"].startswith("Hamming top-10, 20 × 300 × 1,024 bits, exact"))
+        assert ham["floor_multiple"] == pytest.approx(ham["bitlens_value"] / f1, rel=1e-3)
+        assert search.native_kernel() in ham["bitlens"]
+        assert {"SDC top-10 (ip) 512 × 2 vs Hamming top-10 2,048 bits, 20 × 300",
+                "SDC top-10 (cosine) vs SDC top-10 (ip), 20 × 300, bebr 512 × 2"} <= set(names)
     assert not any(r["goal_id"] for r in rows)  # not the goal's size: no goal is claimed
+    written = common.read(tmp_path / f"search__{common.hardware()}.csv")
+    assert all(r["cpu_flags"] == " ".join(common.cpu_flags()) for r in written)
     assert sorted(p.name.split("__")[0] for p in tmp_path.iterdir()) == ["sdc_claim", "search"]
 
 
@@ -140,3 +157,43 @@ def test_cuda_benchmark_skips_cleanly_without_cuda():
     import cuda_search
 
     assert cuda_search.main([]) == []
+
+
+def test_the_isa_class_picks_the_goal_limits():
+    assert common.isa_class(["avx2", "avx512f", "avx512_vpopcntdq"]) == "avx512"
+    assert common.isa_class(["avx2", "avx512f"]) == "avx2"  # AVX-512 without VPOPCNTDQ: the AVX2 goals
+    assert common.isa_class([]) == "x86-64"
+    assert (common.goal_limit("hamming-cpu", "avx512"), common.goal_limit("hamming-cpu", "avx2")) == (0.5, 0.8)
+    assert (common.goal_limit("sdc-cpu", "avx512"), common.goal_limit("sdc-cpu", "x86-64")) == (0.35, 0.75)
+    assert common.goal_text("sdc-cpu", "avx512").endswith("≤ 0.35 (16× less memory)")
+    assert set(common.GOAL_LIMITS) <= set(common.GOALS)
+
+
+def _write_rows(path, rows, flags):
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, common.COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({**{c: "x" for c in common.MACHINE_COLUMNS}, "floor_multiple": "", **r,
+                        "cpu_flags": flags, "machine_class": path.stem.split("__")[1]})
+
+
+def test_readme_has_one_section_per_machine_class_with_its_own_goal_limits(tmp_path):
+    import readme_table
+
+    res = tmp_path / "results"
+    res.mkdir()
+    # the same ratio 0.6 meets the AVX2 goal (0.8) and misses the AVX-512 one (0.5)
+    row = common.ratio_row("Hamming demo", "ours", 0.6, "faiss", 1.0, goal=0.5, goal_id="hamming-cpu")
+    _write_rows(res / "search__CPU-A-avx512-2c.csv", [row], "avx2 avx512f avx512_vpopcntdq")
+    _write_rows(res / "search__CPU-B-avx2-2c.csv", [{**row, "met": "yes", "goal": "ratio <= 0.8"}], "avx2")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench:start -->\n<!-- bench:end -->\n<!-- stages:start -->\n<!-- stages:end -->\n")
+    _, new = readme_table.update(readme, res)
+    a, b = new.split("### Machine class `CPU-A-avx512-2c`")[1].split("### Machine class `CPU-B-avx2-2c`")
+    assert "ISA class `avx512`" in a and "IndexBinaryFlat ≤ 0.5 | **NOT MET**" in a
+    assert "Unmet goals on this class: Hamming top-10" in a
+    assert "ISA class `avx2`" in b and "IndexBinaryFlat ≤ 0.8 | **met**" in b
+    assert "Unmet goals on this class: none." in b and "Not measured on this class: " in b

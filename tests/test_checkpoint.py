@@ -29,15 +29,15 @@ def test_open_run_resumes_reuses_or_starts_fresh_and_never_mixes_runs(tmp_path):
     _save(tmp_path, {"lr": 1}, 10, 10)
     assert checkpoint.open_run(tmp_path, {"lr": 1}, 10, w, patterns=("model_*.pt",), log=logs.append)["finished"]
     assert checkpoint.open_run(tmp_path, {"lr": 2}, 10, w, patterns=("model_*.pt",), log=logs.append) is None
-    assert logs[-1].count("lr: 1 → 2") == 1 and "previous-" in logs[-1]
-    prev = [p for p in tmp_path.iterdir() if p.name.startswith("previous-")]
+    assert logs[-1].count("lr: 1 → 2") == 1 and ".previous" in logs[-1]
+    prev = _previous(tmp_path)
     assert len(prev) == 1 and {p.name for p in prev[0].iterdir()} == {"model_1.pt", "train_state.pt"}
     assert not (tmp_path / "train_state.pt").exists() and not (tmp_path / "model_1.pt").exists()
     _save(tmp_path, {"lr": 2}, 10, 10)
     assert checkpoint.open_run(tmp_path, {"lr": 2}, 10, w, fresh=True, patterns=("model_*.pt",),
                                log=logs.append) is None
     assert "fresh run requested" in logs[-1]
-    assert len([p for p in tmp_path.iterdir() if p.name.startswith("previous-")]) == 2
+    assert len(_previous(tmp_path)) == 2
 
 
 def test_generator_states_round_trip():
@@ -45,3 +45,27 @@ def test_generator_states_round_trip():
     a = torch.rand(3)
     checkpoint.set_rng_state(st)
     assert torch.equal(torch.rand(3), a)
+
+
+def test_an_earlier_run_leaves_the_stage_folder_and_only_the_newest_are_kept(tmp_path):
+    from bitlens import previous
+
+    results = tmp_path / "results" / "tiny"
+    out = results / "20_ibc_train" / "shapes"
+    out.mkdir(parents=True)
+    for i in range(4):
+        _save(out, {"lr": i}, 1, 1)
+        assert checkpoint.open_run(out, {"lr": i + 1}, 1, World(), patterns=("model_*.pt",), log=print) is None
+    assert sorted(p.name for p in (results / "20_ibc_train").rglob("*")) == ["shapes"]  # only the current run
+    kept = previous.runs(results, "20_ibc_train")
+    assert len(kept) == 4 and all((k / "shapes" / "train_state.pt").exists() for k in kept)
+    assert [checkpoint.load_state(k / "shapes")["settings"]["lr"] for k in kept] == [0, 1, 2, 3]  # oldest first
+    assert previous.prune(results, "20_ibc_train", 3) == kept[:1]
+    assert previous.runs(results, "20_ibc_train") == kept[1:]
+
+
+def _previous(out_dir):
+    """The earlier runs moved out of `out_dir` (bitlens.previous), oldest first; none stays inside it."""
+    assert not [p for p in out_dir.rglob("previous-*")]
+    home = out_dir.parent / ".previous" / out_dir.name
+    return sorted(home.iterdir()) if home.exists() else []

@@ -153,3 +153,49 @@ def test_run_all_help_lists_every_flag_with_its_default():
     for default in ("(default: tiny)", "(default: None)", "(default: False)", "(default: [])", "(default: results)"):
         assert default in text
     assert text.count("(default:") == len(run_all.parser()._actions) - 1
+
+
+# --- params that cannot lie (issue 23, finding 6) ----------------------------------------------------------------
+def test_a_mapping_set_merges_into_its_section():
+    base = config.load_params("tiny")
+    p = config.load_params("tiny", ["bebr.train={epochs: 3}"])
+    assert p["bebr"]["train"]["epochs"] == 3
+    assert p["bebr"]["train"]["batch_size"] == base["bebr"]["train"]["batch_size"] != 4096  # not the schema default
+    assert {k: v for k, v in p["bebr"]["train"].items() if k != "epochs"} == \
+        {k: v for k, v in base["bebr"]["train"].items() if k != "epochs"}
+
+
+def test_a_duplicate_key_in_a_profile_names_both_lines(tmp_path):
+    text = (config.find_root() / "params" / "tiny.yaml").read_text().replace("seed: 0\n", "seed: 0\nseed: 5\n", 1)
+    (tmp_path / "dup.yaml").write_text(text)
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if l == "seed: 0")
+    with pytest.raises(ParamsError) as e:
+        config.load_params(str(tmp_path / "dup.yaml"))
+    msg = str(e.value)
+    assert "dup.yaml" in msg and "'seed' appears twice" in msg and f"line {line} and line {line + 1}" in msg
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_nan_and_inf_are_refused(value):
+    with pytest.raises(ParamsError, match="bebr.train.lr.*NaN and infinite values are not allowed"):
+        config.load_params("tiny", [f"bebr.train.lr={value}"])
+
+
+def test_list_items_are_validated_one_by_one():
+    with pytest.raises(ParamsError, match=r"ibc.sweep.code_lengths\[1\]' = -4 is out of range: it must be at least 1"):
+        config.load_params("tiny", ["ibc.sweep.code_lengths=[16, -4]"])
+
+
+def test_a_misspelt_experiment_suggests_the_closest_one():
+    with pytest.raises(ParamsError) as e:
+        config.load_params("tiny", ["ibc.experiments.shape.iterations=3"])
+    assert "unknown entry 'shape' of 'ibc.experiments'; did you mean 'shapes'?" in str(e.value)
+
+
+def test_a_missing_profile_file_is_named_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamsError) as e:
+        config.load_params("nonexist.yaml")
+    msg = str(e.value)
+    assert f"profile file {tmp_path / 'nonexist.yaml'} does not exist" in msg and ".yaml.yaml" not in msg
+    assert config.load_params("tiny.yaml")["profile"] == "tiny"  # a profile's file name, found in params/

@@ -242,3 +242,32 @@ def test_broden_index_needs_a_column_per_category(tmp_path):
                                     "scene,12,12,1,2\nedge,1,1,1,1\n")
     with pytest.raises(ValueError, match=r"index.csv:1: no column for category edge"):
         Broden(d)
+
+
+def test_karpathy_split_finds_test_images_by_coco_id_in_either_2017_folder(tmp_path):
+    import json as _json
+
+    from bitlens.data.coco import load_karpathy_split
+
+    (tmp_path / "val2017").mkdir()
+    (tmp_path / "train2017").mkdir()
+    (tmp_path / "val2017" / "000000000042.jpg").write_bytes(b"x")
+    (tmp_path / "train2017" / "000000000007.jpg").write_bytes(b"x")
+    split = {"images": [
+        {"split": "test", "cocoid": 42, "sentences": [{"raw": "a cat "}, {"raw": "a small cat"}]},
+        {"split": "train", "cocoid": 1, "sentences": [{"raw": "x"}]},
+        {"split": "test", "cocoid": 7, "sentences": [{"raw": "a dog"}]}]}
+    f = tmp_path / "dataset_coco.json"
+    f.write_text(_json.dumps(split))
+    items = load_karpathy_split(tmp_path, f)
+    assert [(it.image_id, it.path.parent.name, it.captions) for it in items] == [
+        (42, "val2017", ("a cat", "a small cat")), (7, "train2017", ("a dog",))]
+    split["images"].append({"split": "test", "cocoid": 9, "sentences": [{"raw": "y"}]})
+    f.write_text(_json.dumps(split))
+    with pytest.raises(FileNotFoundError, match="000000000009.jpg"):
+        load_karpathy_split(tmp_path, f)
+    f.write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_karpathy_split(tmp_path, f)
+    with pytest.raises(FileNotFoundError, match="dataset_coco.json"):
+        load_karpathy_split(tmp_path, tmp_path / "missing.json")

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -382,3 +384,106 @@ def test_mask_placement_tells_object_masks_from_border_strips(tmp_path):
         mask_placement(units, b, acts, category="texture")
     assert placement_summary([], 0.04)["bits"] == 0
     assert placement_sentence(placement_summary([], 0.04)).startswith("No bit is labelled")
+
+
+def test_a_folder_dissected_with_another_model_gets_fresh_activations(tmp_path):
+    """What `python -m bitlens.dissect` does (no cache key given): the cache keys on the weights and the layer."""
+    b = _broden(tmp_path, n=3)
+    torch.manual_seed(0)
+    first, second = _Tiny().eval(), _Tiny().eval()
+    dissect(first, b, tmp_path / "out", layer="conv", input_size=8, cache_dtype="float32")
+    res = dissect(second, b, tmp_path / "out", layer="conv", input_size=8, cache_dtype="float32")
+    with torch.no_grad():
+        want = second(torch.stack([preprocess_image(b.load_image(i), 8, "caffe") for i in range(3)])).numpy()
+    np.testing.assert_array_equal(np.asarray(res["activations"]), want)
+    cache = tmp_path / "out" / "cache"
+    stamp = (cache / "activations.f32").stat().st_mtime_ns
+    again = dissect(second, b, tmp_path / "out", layer="conv", input_size=8, cache_dtype="float32")
+    assert (cache / "activations.f32").stat().st_mtime_ns == stamp  # the same model: the cache is reused
+    assert json.loads((cache / "activations.json").read_text())["done"] == 3
+    np.testing.assert_array_equal(np.asarray(again["activations"]), want)
+
+
+MASK_KERNELS = ["generic", "avx2", "avx512"]
+
+
+@pytest.mark.parametrize("kernel", MASK_KERNELS)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_every_mask_kernel_and_thread_count_gives_the_same_pixels(kernel, threads):
+    from bitlens import dissect
+
+    native = dissect._native_mask()
+    if native is None:
+        pytest.skip("the compiled mask kernel is not built")
+    if kernel not in native.kernels():
+        pytest.skip(f"mask kernel {kernel!r} not tested: this CPU lacks {native.kernel_needs(kernel)} "
+                    f"(it runs {', '.join(native.kernels())})")
+    rng = np.random.default_rng(11)
+    maps = rng.random((37, 9, 13)).astype(np.float32)
+    maps[5] = 0.5  # a flat map: its row and column values tie with each other
+    thr = rng.uniform(0.55, 0.99, 37).astype(np.float32)
+    thr[5] = np.float32(0.5)  # equal to the map everywhere: no pixel may fire, rounding included
+    thr[7] = 2.0
+    want = (upsample(torch.as_tensor(maps)[:, None], (41, 29))[:, 0] > torch.as_tensor(thr)[:, None, None])
+    want = want.flatten(1).numpy()
+    native.set_kernel(kernel)
+    try:
+        assert native.kernel() == kernel
+        m, p = dissect.mask_pixels(maps, thr, (41, 29), threads=threads)
+    finally:
+        native.set_kernel("auto")
+    got = np.zeros_like(want)
+    got[m, p] = True
+    assert want.sum() > 500 and (got == want).all() and len(m) == want.sum()
+    assert np.all(np.diff(m * 10_000 + p) > 0)  # map-major, row-major: the order the tally splits by
+
+
+def test_a_mask_kernel_the_cpu_lacks_is_refused():
+    from bitlens import dissect
+
+    native = dissect._native_mask()
+    if native is None:
+        pytest.skip("the compiled mask kernel is not built")
+    with pytest.raises(ValueError, match="unknown kernel"):
+        native.set_kernel("sse9")
+    missing = [k for k in native.KERNELS if k not in native.kernels()]
+    if not missing:
+        pytest.skip(f"this CPU runs every mask kernel ({', '.join(native.kernels())})")
+    with pytest.raises(RuntimeError, match=f"kernel '{missing[0]}' needs"):
+        native.set_kernel(missing[0])
+    assert native.kernel() == native.kernels()[-1]
+
+
+def test_mask_kernel_rejects_taps_outside_the_map():
+    from bitlens import dissect
+
+    native = dissect._native_mask()
+    if native is None:
+        pytest.skip("the compiled mask kernel is not built")
+    c0, c1, cw0, cw1 = dissect._bilinear_taps(4, 8)
+    r0, r1, rw0, rw1 = dissect._bilinear_taps(4, 8)
+    c1 = c1.copy()
+    c1[-1] = 4  # one past the last column
+    out = np.empty(64, np.int64)
+    with pytest.raises(ValueError, match="column tap"):
+        native.mask_pixels(np.ones(16, np.float32), np.zeros(1, np.float32), 1, 4, 4, c0, c1, cw0, cw1, r0, r1,
+                           rw0, rw1, out, out.copy())
+
+
+def test_tally_is_the_same_on_any_number_of_threads():
+    import sys
+    from pathlib import Path
+
+    from bitlens.dissect import tally
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_dissect
+
+    data = bench_dissect.ArrayBroden(60, 16)
+    acts = bench_dissect.random_net_activations(60, 12)
+    thr = unit_thresholds(acts, 0.005)
+    cats = list(bench_dissect.CATEGORIES)
+    one, two = tally(acts, thr, data, cats, threads=1), tally(acts, thr, data, cats, threads=2)
+    assert one.intersect.sum() > 0
+    for a, b in ((one.intersect, two.intersect), (one.label_area, two.label_area), (one.unit_area, two.unit_area)):
+        np.testing.assert_array_equal(a, b)

@@ -23,7 +23,8 @@ def _code_file(tmp_path, suffix):
 @pytest.mark.parametrize("suffix", [".mat", ".npz"])
 def test_evaluate_cli_reports_every_number(tmp_path, capsys, suffix):
     p = _code_file(tmp_path, suffix)
-    assert evaluate_main(["--codes", str(p), "--expert-bits", "4", "--mis-max-num", "10", "--json"]) == 0
+    assert evaluate_main(["--codes", str(p), "--expert-bits", "4", "--mis-max-num", "10", "--json",
+                          "--binarize", "0.5"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"class_map", "expert_bit_map", "attribute_map", "mis_knn", "mis_discrete"}
     assert len(out["attribute_map"]) == 2 and 0 < out["class_map"] <= 1

@@ -175,3 +175,22 @@ def test_ocean_resolves_among_sun_attributes_and_an_unknown_target_names_the_val
     with pytest.raises(ValueError, match="target_attributes 'ocen' not among the 102 attribute names.*valid: "
                                          "sailing/ boating, driving"):
         ev.evaluate_experiment(codes, lab, None, {**exp, "target_attributes": ["ocen"]}, names, {}, seed=0)
+
+
+def test_hashing_metrics_of_is_leave_one_out_and_sweep_sentence_follows_the_numbers():
+    rng = np.random.default_rng(0)
+    b = rng.random((30, 6))                       # sigmoid outputs
+    lab = rng.integers(0, 3, (30, 1))
+    h = ev.hashing_metrics_of(b, lab)
+    B = np.where(b > 0.5, 1, -1)
+    ref = metrics.hashing_metrics(B, B, lab[:, 0], lab[:, 0], self_match="drop", map_ks=())
+    assert h["map"]["all"] == ref["map"]["all"] and h["database"] == 29
+    assert list(h["map"]) == ["all"]              # every DeepHash K is ≥ the 29-item database
+    runs = {16: {"radius": 2, "precision_within_radius": 0.5, "map": {"all": 0.3}},
+            32: {"radius": 2, "precision_within_radius": 0.4, "map": {"all": 0.35}},
+            64: {"radius": 2, "precision_within_radius": 0.2, "map": {"all": 0.33}}}
+    s = ev.sweep_hashing_sentence(runs)
+    assert "0.5000 (16 bits), 0.4000 (32 bits), 0.2000 (64 bits) — it falls with every longer code" in s
+    assert "mAP@all 0.3000 (16 bits), 0.3500 (32 bits), 0.3300 (64 bits) — it is not monotone" in s
+    row = ev.hashing_row("x", h, 6, 0.25)
+    assert row["class mAP (official)"] == 0.25 and row["P@r≤2"] == h["precision_within_radius"]

@@ -130,7 +130,7 @@ def test_a_finished_run_on_another_list_or_from_other_weights_is_not_reused(imag
         changed = [m for m in msgs if "settings changed" in m]
         assert len(changed) == 1 and not any("reusing" in m for m in msgs), step
         assert ("initial_weights: " if step == "weights" else "inputs: ") in changed[0], step
-    assert len([p for p in tmp_path.iterdir() if p.name.startswith("previous-")]) == 3
+    assert len(_previous(tmp_path)) == 3
 
 
 def test_changed_settings_start_a_fresh_run_and_move_the_old_one_aside(image_list, tmp_path):
@@ -142,7 +142,7 @@ def test_changed_settings_start_a_fresh_run_and_move_the_old_one_aside(image_lis
     assert [r["iteration"] for r in rows] == [1, 2] and rows[0]["lr"] == pytest.approx(5e-4)
     changed = [m for m in msgs if "settings changed" in m]
     assert len(changed) == 1 and "lr: 0.001 → 0.0005" in changed[0]
-    previous = [p for p in tmp_path.iterdir() if p.name.startswith("previous-")]
+    previous = _previous(tmp_path)
     assert len(previous) == 1 and (previous[0] / "checkpoint_00000002.pt").read_bytes() == first
     assert (previous[0] / "train_state.pt").exists() and (previous[0] / "log.csv").exists()
     # fresh=True starts again although the settings match; a shorter request than a saved run does too
@@ -152,7 +152,7 @@ def test_changed_settings_start_a_fresh_run_and_move_the_old_one_aside(image_lis
     train_ibc(model(), lst, root, opts(iterations=1, checkpoint_every=1, lr=5e-4), tmp_path, fresh=True,
               log=msgs.append)
     assert "fresh run requested" in msgs[-2]
-    assert len([p for p in tmp_path.iterdir() if p.name.startswith("previous-")]) == 3
+    assert len(_previous(tmp_path)) == 3
 
 
 def test_bad_options_are_explained():
@@ -208,13 +208,16 @@ def test_command_line_trains_a_profile_experiment(image_list, tmp_path, capsys):
     assert main(args) == 0
     assert (tmp_path / "checkpoint_00000002.pt").exists()
     assert main(args + ["--fresh"]) == 0
-    assert len(list(tmp_path.glob("previous-*"))) == 1
+    assert len(_previous(tmp_path)) == 1
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main(["--profile", "tiny", "--experiment", "nope", "--out", str(tmp_path)])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: python -m bitlens.ibc.train") and "unknown experiment 'nope'" in err
+    with pytest.raises(SystemExit):
+        main(["--profile", "tiny", "--experiment", "shape", "--out", str(tmp_path)])
+    assert "unknown experiment 'shape'; did you mean 'shapes'?" in capsys.readouterr().err
 
 
 def test_command_line_help_shows_every_default(capsys):
@@ -290,3 +293,10 @@ def test_batches_are_normalised_once_with_the_values_of_per_image_normalisation(
     want = torch.stack([ready[k][0] for k in keys])
     assert torch.equal(x, want) and torch.equal(x[1], normalize(raw[3][0]))
     assert y.tolist() == [int(lst.labels[i]) for i, _ in keys] and y.dtype == torch.long
+
+
+def _previous(out_dir):
+    """The earlier runs moved out of `out_dir` (bitlens.previous), oldest first; none stays inside it."""
+    assert not [p for p in out_dir.rglob("previous-*")]
+    home = out_dir.parent / ".previous" / out_dir.name
+    return sorted(home.iterdir()) if home.exists() else []

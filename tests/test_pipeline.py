@@ -212,10 +212,13 @@ def test_upstream_rerun_with_identical_outputs_keeps_dependents_and_changed_outp
     nbformat.write(nb, reading_kit / "notebooks" / "a.ipynb")
     status = _run_reading(reading_kit, {"data.shapes.n_train": 7})
     assert status == {"a": "ran", "b": "cached", "c": "cached", "d": "cached"}
-    # an upstream output changed behind the pipeline's back invalidates its dependents, not itself
-    (reading_kit / "results" / "tiny" / "b" / "metrics.json").write_text('{"edited": true}')
+    # an output changed behind the pipeline's back re-runs the stage that owns it, from scratch (force=True: a
+    # trainer must not reuse a damaged run), and its dependents then see its new outputs
+    metrics = reading_kit / "results" / "tiny" / "b" / "metrics.json"
+    metrics.write_text('{"edited": true}')
     status = _run_reading(reading_kit, {"data.shapes.n_train": 7})
-    assert status == {"a": "cached", "b": "cached", "c": "cached", "d": "ran"}
+    assert status == {"a": "cached", "b": "ran", "c": "cached", "d": "ran"}
+    assert json.loads(metrics.read_text())["force"] is True
 
 
 @pytest.mark.slow
@@ -251,7 +254,10 @@ def test_only_and_from_together_are_refused(kit):
 
 
 @pytest.mark.slow
-def test_sigint_during_a_stage_prints_one_line_exits_130_and_leaves_it_incomplete(reading_kit):
+@pytest.mark.parametrize("signame, code, words", [("SIGINT", 130, "interrupted during stage b"),
+                                                   ("SIGTERM", 143, "terminated (SIGTERM) during stage b")])
+def test_a_signal_during_a_stage_prints_one_line_exits_128_plus_it_and_leaves_it_incomplete(reading_kit, signame,
+                                                                                          code, words):
     import os
     import signal
     import time
@@ -283,12 +289,15 @@ def test_sigint_during_a_stage_prints_one_line_exits_130_and_leaves_it_incomplet
         assert time.monotonic() < deadline, "stage b never started"
         time.sleep(0.2)
     time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    if signame == "SIGINT":
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    else:
+        os.kill(proc.pid, signal.SIGTERM)  # a scheduler's time limit, `kill PID`: run_all alone
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, (out, err)
+    assert proc.returncode == code, (out, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
-    assert "interrupted during stage b" in lines[0] and "--from b" in lines[0]
+    assert words in lines[0] and "--from b" in lines[0]
     assert "Traceback" not in out + err
     assert (reading_kit / "results" / "tiny" / "a" / ".stage.json").exists()
     assert not (reading_kit / "results" / "tiny" / "b" / ".stage.json").exists()
@@ -415,3 +424,278 @@ def test_output_digest_follows_content_not_hidden_files(tmp_path):
     assert fingerprint.current_outputs_digest(d) == first
     fingerprint.clear_marker(d)
     assert fingerprint.current_outputs_digest(d) == fingerprint.MISSING
+
+
+# --- outputs verified before they are trusted (issue 23, finding 1) --------------------------------------------
+@pytest.mark.slow
+def test_a_deleted_or_damaged_output_reruns_its_stage_and_the_log_names_the_file(kit):
+    p, _ = _pipe(kit)
+    p.run()
+    s1, s2 = kit / "results" / "tiny" / "s1", kit / "results" / "tiny" / "s2"
+    (s1 / "run0").unlink()
+    p, lines = _pipe(kit)
+    # s1 writes its outputs again, byte for byte, so s2 has nothing new to read
+    assert [r.status for r in p.run()] == ["ran", "cached"]
+    assert (s1 / "run0").read_text() == "x" and _runs(kit, "s1") == 1
+    assert any("s1" in l and "run0 (deleted)" in l for l in lines), lines
+    (s2 / "metrics.json").write_text('{"ru')  # truncated
+    p, lines = _pipe(kit)
+    assert [r.status for r in p.run()] == ["cached", "ran"]
+    assert any("s2" in l and "metrics.json (modified)" in l for l in lines), lines
+    assert json.loads((s2 / "metrics.json").read_text()) == {"runs": 2}  # whole again
+
+
+def _marked_kit(kit):
+    """The kit's stages marked complete by hand (as a finished run leaves them), without running a notebook."""
+    from bitlens import fingerprint
+
+    p, _ = _pipe(kit)
+    for spec in STAGES:
+        d = p.results_dir / spec.name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "run0").write_text("x")
+        (d / "metrics.json").write_text('{"runs": 1}')
+        fingerprint.write_marker(d, p.fingerprint(spec), by="test")
+    return p.results_dir
+
+
+def test_list_shows_outputs_changed_beside_a_stage_whose_output_was_deleted(kit, monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT))
+    import run_all
+
+    results = _marked_kit(kit)
+
+    def make(**kw):
+        p = Pipeline(root=kit, stages=STAGES, **kw)
+        p.params["pipeline"]["kernel"] = "python3"
+        return p
+
+    monkeypatch.setattr(run_all, "Pipeline", make)
+    assert run_all.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[1:3] for line in out.splitlines()] == [["up", "to"], ["up", "to"]]
+    (results / "s2" / "run0").unlink()
+    assert run_all.main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "up to date" in lines[0] and "outputs changed" in lines[1]
+
+
+def test_changed_outputs_checks_content_when_size_or_mtime_differ(tmp_path):
+    import os
+
+    from bitlens import fingerprint
+
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "metrics.json").write_text("{}")
+    (d / "t.csv").write_text("a\n1\n")
+    fingerprint.write_marker(d, "fp", by="test")
+    assert fingerprint.changed_outputs(d) == []
+    os.utime(d / "t.csv", ns=(1, 1))  # touched, same bytes
+    assert fingerprint.changed_outputs(d) == []
+    (d / "t.csv").write_text("a\n2\n")  # same size, new content
+    (d / "new.txt").write_text("n")
+    assert fingerprint.changed_outputs(d) == ["new.txt (added)", "t.csv (modified)"]
+    (d / "t.csv").unlink()
+    assert "t.csv (deleted)" in fingerprint.changed_outputs(d)
+
+
+# --- earlier runs outside the stage folders, no times in outputs (issue 23, finding 9) ------------------------
+MOVING = (StageSpec("10_up", (), None, "up"), StageSpec("20_down", ("10_up",), None, "down"))
+
+
+@pytest.mark.slow
+def test_earlier_runs_move_out_of_the_stage_folder_and_do_not_invalidate_dependents(kit):
+    import random
+
+    body = ("import json, pathlib, random\n"
+            "from bitlens import checkpoint\n"
+            "d = pathlib.Path(root) / 'results' / profile / '10_up'\n"
+            "checkpoint.move_aside(d / 'model', ['w.pt'])\n"
+            "(d / 'model').mkdir(parents=True, exist_ok=True)\n"
+            "(d / 'model' / 'w.pt').write_text('w')\n"
+            "(d / '.timings.json').write_text(json.dumps({'build': random.random()}))\n"
+            "(d / 'metrics.json').write_text('{}')\n")
+    nbformat.write(_notebook(body), kit / "notebooks" / "10_up.ipynb")
+    nbformat.write(_notebook(_writer("20_down")), kit / "notebooks" / "20_down.ipynb")
+    results = kit / "results" / "tiny"
+    (results / "10_up" / "previous-20240101T000000Z").mkdir(parents=True)  # what older versions left inside
+    (results / "10_up" / "previous-20240101T000000Z" / "w.pt").write_text("old")
+
+    def run(**kw):
+        p = Pipeline(profile="tiny", root=kit, stages=MOVING, log=lambda *_: None,
+                     overrides={"pipeline.keep_previous": 2})
+        p.params["pipeline"]["kernel"] = "python3"
+        return [r.status for r in p.run(**kw)]
+
+    assert run() == ["ran", "ran"]
+    for _ in range(2):  # with the adopted older folder, three earlier runs: the oldest is pruned
+        assert run(force=True, only=["10_up"]) == ["ran"]
+        assert run() == ["cached", "cached"]  # an earlier run moved aside is not an output of 10_up
+    assert sorted(str(p.relative_to(results / "10_up")) for p in (results / "10_up").rglob("[!.]*")) == [
+        "metrics.json", "model", "model/w.pt"]
+    kept = sorted((results / ".previous" / "10_up").iterdir())
+    assert len(kept) == 2 and all((k / "model" / "w.pt").read_text() == "w" for k in kept)
+    manifest = json.loads((results / "run_manifest.json").read_text())
+    assert manifest["stages"]["10_up"]["status"] == "cached"
+    p = Pipeline(profile="tiny", root=kit, stages=MOVING, log=lambda *_: None)
+    p.params["pipeline"]["kernel"] = "python3"
+    p.run(force=True, only=["10_up"])
+    manifest = json.loads((results / "run_manifest.json").read_text())
+    assert 0 <= manifest["stages"]["10_up"]["timings"]["build"] < 1  # times go to the run record
+
+
+def test_a_recorded_time_is_not_an_output(hand_kit):
+    from bitlens import fingerprint
+    from bitlens.stage import Stage
+
+    digests = []
+    for seconds in (1.5, 2.5):
+        st = Stage("11_bebr_train", "tiny", {}, hand_kit)
+        st.record_seconds("build", seconds)
+        st.write_metrics({"heads": {}})
+        digests.append(fingerprint.current_outputs_digest(st.dir))
+    assert digests[0] == digests[1]
+    assert json.loads((st.dir / ".timings.json").read_text()) == {"build": 2.5}
+
+
+# --- what a notebook is (issue 23, finding 2) -------------------------------------------------------------------
+def test_a_notebook_without_its_parameters_cell_is_refused_before_anything_runs(kit):
+    nb = nbformat.read(kit / "notebooks" / "s2.ipynb", as_version=4)
+    nb.cells[0].metadata["tags"] = []
+    nbformat.write(nb, kit / "notebooks" / "s2.ipynb")
+    p, _ = _pipe(kit)
+    with pytest.raises(StageFailed) as e:
+        p.run()
+    msg = str(e.value)
+    assert str(kit / "notebooks" / "s2.ipynb") in msg and "'parameters'" in msg and "nothing was run" in msg
+    assert not (kit / "results" / "tiny" / "s1").exists()
+
+
+def test_cell_tags_are_part_of_the_notebook_fingerprint(kit):
+    from bitlens import fingerprint
+
+    path = kit / "notebooks" / "s1.ipynb"
+    before = fingerprint.notebook_code_digest(path)
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[0].metadata["tags"], nb.cells[1].metadata["tags"] = [], ["parameters"]  # the tag moved
+    nbformat.write(nb, path)
+    moved = fingerprint.notebook_code_digest(path)
+    nb.cells[1].metadata["tags"] = []
+    nbformat.write(nb, path)
+    assert len({before, moved, fingerprint.notebook_code_digest(path)}) == 3
+
+
+# --- one run per results folder (issue 23, finding 7) -----------------------------------------------------------
+def test_a_second_run_on_a_busy_results_folder_stops_at_once_naming_the_first(kit, monkeypatch, capsys):
+    import os
+
+    sys.path.insert(0, str(ROOT))
+    import run_all
+
+    results = kit / "results" / "tiny"
+    results.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom bitlens import runlock\n"
+                               f"with runlock.hold({str(results)!r}, 'python run_all.py --profile tiny'):\n"
+                               "    print('held', flush=True)\n    time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "lib")})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+
+        def make(**kw):
+            p = Pipeline(root=kit, stages=STAGES, **kw)
+            p.params["pipeline"]["kernel"] = "python3"
+            return p
+
+        monkeypatch.setattr(run_all, "Pipeline", make)
+        assert run_all.main(["--profile", "tiny"]) == 1
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and f"PID {holder.pid}" in err[0] and str(results) in err[0], err
+        assert "python run_all.py --profile tiny" in err[0] and "nothing was run" in err[0]
+        assert not (results / "s1").exists() and not (results / "run_manifest.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_stale_lock_is_taken_over_with_a_message(tmp_path):
+    from bitlens import runlock
+
+    (tmp_path / runlock.INFO).write_text(json.dumps({"pid": 999999, "host": "gone", "started": "2026-01-01T00:00:00",
+                                                     "command": "python run_all.py"}))
+    said = []
+    with runlock.hold(tmp_path, "me", log=said.append):
+        assert json.loads((tmp_path / runlock.INFO).read_text())["command"] == "me"
+    assert len(said) == 1 and "taking over" in said[0] and "PID 999999 on gone" in said[0]
+    assert not (tmp_path / runlock.INFO).exists()
+    with runlock.hold(tmp_path, "me", log=said.append):  # a lock released in order leaves nothing stale
+        pass
+    assert len(said) == 1
+
+
+# --- file-system faults end in one line (issue 23, finding 8) ---------------------------------------------------
+def _main_on(kit, monkeypatch, *argv):
+    sys.path.insert(0, str(ROOT))
+    import run_all
+
+    def make(**kw):
+        p = Pipeline(root=kit, stages=STAGES, **kw)
+        p.params["pipeline"]["kernel"] = "python3"
+        return p
+
+    monkeypatch.setattr(run_all, "Pipeline", make)
+    return run_all.main(["--profile", "tiny", *argv])
+
+
+def _one_line(capsys):
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_a_file_where_the_results_folder_should_be_is_one_line(kit, monkeypatch, capsys):
+    (kit / "taken").write_text("a file")
+    assert _main_on(kit, monkeypatch, "--results", str(kit / "taken")) == 1
+    line = _one_line(capsys)
+    assert str(kit / "taken") in line and "a file stands where a folder is needed" in line
+
+
+def test_a_read_only_results_folder_is_one_line_even_when_every_stage_is_cached(kit, monkeypatch, capsys):
+    import os
+    import tempfile
+
+    results = _marked_kit(kit)
+    results.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anywhere: make the folder refuse files as a read-only one does
+        real = tempfile.mkstemp
+
+        def refuse(*a, dir=None, **kw):
+            if dir is not None and Path(dir) == results:
+                raise PermissionError(13, "Permission denied", str(Path(dir) / "x"))
+            return real(*a, dir=dir, **kw)
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    try:
+        assert _main_on(kit, monkeypatch) == 1
+    finally:
+        results.chmod(0o755)
+    line = _one_line(capsys)
+    assert str(results) in line and "cannot write there" in line and "--results" in line
+
+
+def test_a_full_disk_is_one_line_naming_the_file(kit, monkeypatch, capsys):
+    import errno
+
+    _marked_kit(kit)
+    real = Path.write_text
+
+    def full(self, *a, **kw):
+        if self.name.startswith(".params.resolved.yaml"):
+            raise OSError(errno.ENOSPC, "No space left on device")  # what write() says: no file name
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    assert _main_on(kit, monkeypatch) == 1
+    line = _one_line(capsys)
+    assert "no space left on the disk holding " + str(kit / "results" / "tiny" / "params.resolved.yaml") in line

@@ -241,3 +241,19 @@ def test_a_rehearsal_report_opens_saying_its_numbers_are_meaningless_and_judges_
     assert "tiny profile" not in md and "Order of the embeddings" not in md
     report.build_report(results, TARGETS, None, "paper")
     assert "meaningless" not in (results / "report.md").read_text()
+
+
+def test_baseline_protocol_and_hashing_sentences_get_their_section_in_stage_order(results):
+    m = json.loads((results / "12_bebr_eval" / "metrics.json").read_text())
+    _write(results, "12_bebr_eval", {**m, "baseline_sentences": ["hash beats LSH"],
+                                     "protocol_sentences": ["all captions raise R@1"]})
+    _write(results, "22_ibc_eval", {"hashing_sentences": ["precision within radius 2 is 0.5"]})
+    report.build_report(results, TARGETS, None, "paper")
+    md = (results / "report.md").read_text()
+    section = md.split("## Deep-hashing metrics, the CLIP protocol and baselines at equal bits")[1].split("\n## ")[0]
+    assert "- hash beats LSH\n- all captions raise R@1\n- precision within radius 2 is 0.5" in section
+
+
+def test_no_researcher_section_without_its_sentences(results):
+    report.build_report(results, TARGETS, None, "paper")
+    assert "Deep-hashing metrics, the CLIP protocol" not in (results / "report.md").read_text()

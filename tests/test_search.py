@@ -129,17 +129,26 @@ def _recurrent_tied(n, m, planes, seed):
     return codes.RecurrentCode.from_values(base[rng.integers(0, 5, n)], weights)
 
 
-@pytest.fixture(params=[-1, 0, 1, 2], ids=["auto", "generic", "popcnt", "avx2"])
+KERNELS = ["auto", "generic", "popcnt", "avx2", "avx512"]
+
+
+@pytest.fixture(params=KERNELS)
 def kernel(request):
+    """Forces each kernel in turn; one this CPU lacks is skipped with its name and what it needs."""
     mod = search._native_module()
     if mod is None:
         pytest.skip("native kernel not built (make setup)")
-    mod.set_kernel(request.param)
-    yield request.param
-    mod.set_kernel(-1)
+    name = request.param
+    if name != "auto" and name not in mod.kernels():
+        pytest.skip(f"kernel {name!r} not tested: this CPU lacks {mod.kernel_needs(name)} "
+                    f"(it runs {', '.join(mod.kernels())})")
+    mod.set_kernel(name)
+    assert mod.kernel() == (mod.kernels()[-1] if name == "auto" else name)
+    yield name
+    mod.set_kernel("auto")
 
 
-@pytest.mark.parametrize("m", [1, 63, 130, 1024])
+@pytest.mark.parametrize("m", [1, 63, 130, 1024, 2048])
 @pytest.mark.parametrize("nq", [3, 40])  # 3 queries: the kernel splits the database across threads instead
 def test_native_hamming_equals_numpy_with_ties_in_every_kernel(kernel, m, nq):
     q, db = codes.pack(_tied_codes(nq, m, 3)), codes.pack(_tied_codes(700, m, 4))
@@ -224,3 +233,71 @@ def test_full_matrices_with_the_native_backend_equal_numpy():
     rq, rdb = _recurrent_tied(4, 40, 2, 1), _recurrent_tied(30, 40, 2, 2)
     np.testing.assert_array_equal(search.sdc_inner_products(rq, rdb, "native"),
                                   search.sdc_inner_products(rq, rdb, "numpy"))
+
+
+@pytest.mark.parametrize("weights", [(1.0,), (1.5,), (1.0, 0.5), (1.0, 0.75), (1.0, 0.5, 0.25), (1.0, 0.25, 0.0625)])
+@pytest.mark.parametrize("metric", ["ip", "cosine"])
+def test_native_sdc_many_blocks_and_spread_norms_equal_numpy(kernel, weights, metric):
+    # more rows than one L2 block (2,048 rows of 512 x 2 planes), 40 queries so threads split the queries, norms
+    # spread by independent planes: the per-block cosine threshold is recomputed at every block boundary;
+    # (1.5,) and (1.0, 0.75) give plane-pair coefficients other than 1 and powers of two (9; 16, 12, 9)
+    rng = np.random.default_rng(len(weights))
+    m, n = 509, 5000
+    base = [sum(w * codes.binarize(rng.standard_normal((7, m))) for w in weights) for _ in range(2)]
+    vals = np.concatenate(base)[rng.integers(0, 14, n)]
+    db = codes.RecurrentCode.from_values(vals, weights)
+    q = codes.RecurrentCode.from_values(vals[rng.integers(0, n, 40)], weights)
+    for k in (1, 10, 100):
+        ref = search.sdc_topk(q, db, k, metric=metric, backend="numpy")
+        got = search.sdc_topk(q, db, k, metric=metric, backend="native")
+        np.testing.assert_array_equal(got[1], ref[1])
+        np.testing.assert_array_equal(got[0], ref[0])
+
+
+@pytest.mark.parametrize("planes", [1, 2, 3])
+@pytest.mark.parametrize("nq", [1, 3, 40])
+def test_native_database_of_one_row_and_k_beyond_it(kernel, planes, nq):
+    q, db = _recurrent_tied(nq, 77, planes, 8), _recurrent_tied(1, 77, planes, 9)
+    for metric in ("ip", "cosine"):
+        ref = search.sdc_topk(q, db, 5, metric=metric, backend="numpy")
+        got = search.sdc_topk(q, db, 5, metric=metric, backend="native")
+        assert got[1].shape == (nq, 1)
+        np.testing.assert_array_equal(got[1], ref[1])
+        np.testing.assert_array_equal(got[0], ref[0])
+    hq, hdb = codes.pack(_tied_codes(nq, 77, 1)), codes.pack(_tied_codes(1, 77, 2))
+    ref = search.hamming_topk(hq, hdb, 3, backend="numpy")
+    got = search.hamming_topk(hq, hdb, 3, backend="native")
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+
+
+@pytest.mark.parametrize("m", [1, 63, 1024, 1031, 2048])
+@pytest.mark.parametrize("nq", [1, 70])
+def test_floor_sums_every_pair_distance(kernel, m, nq):
+    q, db = codes.pack(_tied_codes(nq, m, 1)), codes.pack(_tied_codes(333, m, 2))
+    ref = int(search.hamming_distances(q, db, backend="numpy").sum(dtype=np.int64))
+    assert search.xor_popcount_floor(q, db) == ref
+    assert search.xor_popcount_floor(q, db, threads=1) == ref
+
+
+@native_only
+def test_a_kernel_the_cpu_lacks_is_refused_never_replaced():
+    mod = search._native_module()
+    with pytest.raises(ValueError, match="unknown kernel"):
+        mod.set_kernel("sse9")
+    missing = [k for k in mod.KERNELS if k not in mod.kernels()]
+    if not missing:
+        pytest.skip(f"this CPU runs every kernel ({', '.join(mod.kernels())}); nothing to refuse")
+    with pytest.raises(RuntimeError, match=f"kernel '{missing[0]}' needs .* which this CPU lacks"):
+        mod.set_kernel(missing[0])
+    assert mod.kernel() == mod.kernels()[-1]  # the refused request changed nothing
+
+
+@native_only
+def test_bitlens_native_0_turns_the_native_search_off(monkeypatch):
+    monkeypatch.setenv("BITLENS_NATIVE", "0")
+    assert search._native_module() is None
+    assert search.native_kernel() is None
+    assert search.resolve_backend("auto") in ("faiss", "numpy")
+    with pytest.raises(ImportError, match="make setup"):
+        search.xor_popcount_floor(codes.pack(_tied_codes(2, 16, 0)), codes.pack(_tied_codes(3, 16, 1)))

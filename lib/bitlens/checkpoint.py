@@ -8,8 +8,9 @@ never interrupted (optimizer, scheduler, the random number generators of every r
 
 - no earlier run → start fresh;
 - `fresh=True` → start fresh; the earlier files are moved aside;
-- settings differ → start fresh; the earlier files are moved to `previous-<UTC time>/` (never mixed in or
-  deleted), and one log line names each differing key as old → new;
+- settings differ → start fresh; the earlier files are moved to `results/<profile>/.previous/<stage>/<UTC time>/`
+  (`bitlens.previous`: outside the stage folder, never mixed in; the newest `pipeline.keep_previous` are kept), and
+  one log line names each differing key as old → new;
 - same settings, interrupted (progress < total) → continue from the saved state;
 - same settings, finished (progress == total) → reuse it;
 - same settings, but the saved run went further than asked (progress > total) → start fresh, moving it aside.
@@ -32,11 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bitlens import io
+from bitlens import io, previous
 from bitlens.distributed import World, broadcast_object
 
 STATE_FILE = "train_state.pt"
 PREVIOUS_PREFIX = "previous-"
+FRESH_HINT = "--fresh (python -m bitlens.bebr.train / bitlens.ibc.train), --force (run_all.py) or fresh=True"
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -135,16 +137,13 @@ def _artifacts(out_dir: Path, patterns) -> list[Path]:
 
 
 def move_aside(out_dir, patterns=()) -> Path | None:
-    """Move the trainer's files (and train_state.pt) into `out_dir/previous-<UTC time>/`; None if none."""
+    """Move the trainer's files (and train_state.pt) out of the stage folder, into
+    `results/<profile>/.previous/<stage>/<UTC time>/` (`bitlens.previous`); None if there are none."""
     out_dir = Path(out_dir)
     files = _artifacts(out_dir, patterns)
     if not files:
         return None
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    dest, n = out_dir / f"{PREVIOUS_PREFIX}{stamp}", 1
-    while dest.exists():
-        n += 1
-        dest = out_dir / f"{PREVIOUS_PREFIX}{stamp}-{n}"
+    dest = previous.destination(out_dir)
     dest.mkdir(parents=True)
     for p in files:
         shutil.move(str(p), dest / p.name)
@@ -158,11 +157,11 @@ def load_state(out_dir) -> dict | None:
     try:
         st = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a truncated file cannot come from io.torch_save; say what it is anyway
-        raise ValueError(f"{path}: unreadable training state ({type(e).__name__}: {e}); move it away or "
-                         f"train with fresh=True (--fresh)") from None
+        raise ValueError(f"{path}: unreadable training state ({type(e).__name__}: {e}); start afresh "
+                         f"(the earlier files are moved aside, not read): {FRESH_HINT}") from None
     if not isinstance(st, dict) or "settings" not in st or "progress" not in st:
-        raise ValueError(f"{path}: not a bitlens training state (needs 'settings' and 'progress'); move it away "
-                         f"or train with fresh=True (--fresh)")
+        raise ValueError(f"{path}: not a bitlens training state (needs 'settings' and 'progress'); start "
+                         f"afresh (the earlier files are moved aside, not read): {FRESH_HINT}")
     return st
 
 
@@ -176,16 +175,16 @@ def save_state(out_dir, settings: dict, progress: int, total: int, world: World,
 
 def _decide(out_dir: Path, settings: dict, total: int, fresh: bool, patterns, unit: str, log) -> str:
     """'fresh', 'resume' or 'finished', after moving an unusable earlier run aside (rank 0 only)."""
-    st = load_state(out_dir)
-    if fresh:
+    if fresh:  # never read the old state: a fresh run is the remedy for one that cannot be read
         moved = move_aside(out_dir, patterns)
         if moved:
-            log(f"{out_dir}: fresh run requested; the earlier run is in {moved.name}/")
+            log(f"{out_dir}: fresh run requested; the earlier run is in {moved}/")
         return "fresh"
+    st = load_state(out_dir)
     if st is None:
         moved = move_aside(out_dir, patterns)
         if moved:
-            log(f"{out_dir}: files without a training state moved to {moved.name}/; starting a fresh run")
+            log(f"{out_dir}: files without a training state moved to {moved}/; starting a fresh run")
         return "fresh"
     diff = settings_diff(st["settings"], settings)
     if not diff and st["progress"] > total:
@@ -193,7 +192,7 @@ def _decide(out_dir: Path, settings: dict, total: int, fresh: bool, patterns, un
     if diff:
         moved = move_aside(out_dir, patterns)
         log(f"{out_dir}: settings changed ({'; '.join(diff)}); starting a fresh run, the earlier one is in "
-            f"{moved.name}/")
+            f"{moved}/")
         return "fresh"
     if st["progress"] == total:
         log(f"{out_dir}: reusing the finished run ({total} {unit}, same settings)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,8 @@ class Field:
     # a dataset/weights path the profile needs before any work; `hint` says where to get it
     data_path: bool = False
     hint: str = ""
-    # inclusive bounds of a number (counts ≥ 1, rates in (0, 1], ...); None = unbounded
+    # inclusive bounds of a number (counts ≥ 1, rates in (0, 1], ...); None = unbounded. For a list field,
+    # the bounds (and choices) apply to each item
     min: float | None = None
     max: float | None = None
     above: float | None = None  # exclusive lower bound (rates, temperatures: > 0)
@@ -89,17 +91,18 @@ def _coerce(value: Any, f: Field, key: str) -> Any:
     if not ok:
         raise ParamsError(f"params key '{key}' = {value!r} has type {type(value).__name__}; expected {_type_name(f.type)}"
                           + (f" ({f.help})" if f.help else ""))
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParamsError(f"params key '{key}' = {value!r}: NaN and infinite values are not allowed; give a finite "
+                          f"number" + (f" ({f.help})" if f.help else ""))
+    if isinstance(value, list) and f.item_type is not None:
+        item = Field(f.item_type, choices=f.choices, min=f.min, max=f.max, above=f.above, help=f.help)
+        return [_coerce(x, item, f"{key}[{i}]") for i, x in enumerate(value)]
     if f.choices is not None and value not in f.choices:
         raise ParamsError(f"params key '{key}' = {value!r} is not one of the valid choices: "
                           + ", ".join(repr(c) for c in f.choices))
     if isinstance(value, (int, float)) and not isinstance(value, bool) and f.out_of_range(value):
         raise ParamsError(f"params key '{key}' = {value!r} is out of range: it must be {f.range_text()}"
                           + (f" ({f.help})" if f.help else ""))
-    if isinstance(value, list) and f.item_type is not None:
-        out = []
-        for i, item in enumerate(value):
-            out.append(_coerce(item, Field(f.item_type), f"{key}[{i}]"))
-        value = out
     return value
 
 
@@ -133,12 +136,25 @@ def validate_section(raw: Any, schema: Mapping[str, Any], prefix: str = "") -> d
                 sub = {}
             if not isinstance(sub, Mapping):
                 raise ParamsError(f"params key '{key}' must be a mapping of named entries")
-            out[name] = {k: validate_section(v, spec.schema, f"{key}.{k}.") for k, v in sub.items()}
+            out[name] = {k: _validate_entry(k, v, spec, sub, key) for k, v in sub.items()}
         elif isinstance(spec, Mapping):
             out[name] = validate_section(raw.get(name, {}), spec, f"{key}.")
         else:  # pragma: no cover - schema bug
             raise TypeError(f"bad schema entry at {key}: {spec!r}")
     return out
+
+
+def _validate_entry(name: Any, value: Any, spec: MapOf, entries: Mapping, key: str) -> dict:
+    """One named entry of a MapOf; an entry that lacks a required key and is one typo away from another entry
+    is most likely that typo (`--set ibc.experiments.shape.iterations=3`), and is named as such."""
+    try:
+        return validate_section(value, spec.schema, f"{key}.{name}.")
+    except ParamsError as e:
+        near = difflib.get_close_matches(str(name), [str(k) for k in entries if k != name], n=1)
+        if near and "is required" in str(e):
+            raise ParamsError(f"unknown entry '{name}' of '{key}'; did you mean '{near[0]}'? (entries: "
+                              f"{', '.join(map(str, entries))}; a new entry needs every required key: {e})") from None
+        raise
 
 
 def schema() -> dict:
@@ -196,15 +212,57 @@ def apply_overrides(raw: dict, overrides: Mapping[str, Any]) -> dict:
             if not isinstance(node[part], dict):
                 raise ParamsError(f"--set {dotted}: '{part}' is a value, not a section")
             node = node[part]
-        node[parts[-1]] = value
+        old = node.get(parts[-1])
+        if isinstance(value, Mapping) and isinstance(old, dict):
+            # `--set bebr.train={epochs: 3}` changes epochs; the section's other keys stay as the profile set them
+            node[parts[-1]] = _merged(old, value)
+        else:
+            node[parts[-1]] = value
     return raw
+
+
+def _merged(base: dict, update: Mapping) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ParamsError(f"key '{key}' appears twice in one mapping, on line {seen[key]} and line {line}; "
+                                  f"YAML would keep only the second silently: delete one of them")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path):
+    """A profile's YAML (duplicate keys refused, naming both lines)."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    except ParamsError as e:
+        raise ParamsError(f"{path}: {e}") from None
 
 
 def profile_path(profile: str, root: str | os.PathLike | None = None) -> Path:
     root = Path(root) if root else find_root()
     p = Path(profile)
-    if p.suffix in (".yaml", ".yml") and p.exists():
-        return p.resolve()
+    if p.suffix in (".yaml", ".yml"):
+        if p.exists():
+            return p.resolve()
+        if not (root / "params" / p.name).exists() or p.parent != Path("."):
+            raise ParamsError(f"profile file {p.resolve()} does not exist. Give a profile name "
+                              f"({', '.join(list_profiles(root))}) or the path of a profile YAML")
+        return root / "params" / p.name
     path = root / "params" / f"{profile}.yaml"
     if not path.exists():
         known = list_profiles(root)
@@ -231,10 +289,7 @@ def load_params(profile: str = "tiny", overrides: Mapping[str, Any] | Sequence[s
                 root: str | os.PathLike | None = None) -> dict:
     """Resolved, validated params of a profile. `overrides` is a dotted-key mapping or `KEY=VALUE` strings."""
     path = profile_path(profile, root)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    raw = read_yaml(path) or {}
     if overrides:
         if not isinstance(overrides, Mapping):
             overrides = parse_set(list(overrides))

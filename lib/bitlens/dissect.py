@@ -202,11 +202,14 @@ def _native_mask():
     return native.load("_mask")
 
 
-def mask_pixels(maps: np.ndarray, thr: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def mask_pixels(maps: np.ndarray, thr: np.ndarray, size: tuple[int, int],
+                threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Positive pixels of (bilinear upsample(maps) > thr) without building the full masks: (map index, pixel
     index) arrays, map-major. maps (n, h, w) float32, thr (n,). Width is resized first, then only the output
     rows that can exceed the threshold (a bilinear value is at most the larger of its two source rows) are.
-    The compiled kernel (bitlens.native._mask) does this in one pass per map; this numpy code is its fallback."""
+    The compiled kernel (bitlens.native._mask: AVX-512, AVX2 or portable, chosen at run time) does this in one
+    pass per map on `threads` OpenMP threads, with the same result for any count; this numpy code is its
+    fallback."""
     maps = np.ascontiguousarray(maps, np.float32)
     thr = np.ascontiguousarray(thr, np.float32)
     n, h, w = maps.shape
@@ -218,7 +221,8 @@ def mask_pixels(maps: np.ndarray, thr: np.ndarray, size: tuple[int, int]) -> tup
         cap = max(1024, n * H * W // 8)
         for _ in range(2):  # a second call only when the first buffers were too small
             out_m, out_p = np.empty(cap, np.int64), np.empty(cap, np.int64)
-            count = native.mask_pixels(maps, thr, n, h, w, c0, c1, cw0, cw1, r0, r1, rw0, rw1, out_m, out_p)
+            count = native.mask_pixels(maps, thr, n, h, w, c0, c1, cw0, cw1, r0, r1, rw0, rw1, out_m, out_p,
+                                       max(1, int(threads)))
             if count <= cap:
                 return out_m[:count], out_p[:count]
             cap = count
@@ -348,7 +352,8 @@ def tally(acts: np.ndarray, thresholds: np.ndarray, broden, categories=None, bat
           memory: int = MEMORY_BUDGET) -> Tally:
     """Tallies over the `images` (indices into broden and acts; None: every image, or with `reference` the
     images that have a label in the dissected categories). Masks are built `batch_size` images at a time (fewer
-    when the upsampled batch could exceed `memory` bytes) with `threads` torch threads (0: default_threads())."""
+    when the upsampled batch could exceed `memory` bytes) with `threads` threads (0: default_threads()) for torch
+    and for the compiled mask kernel."""
     cats = dissected_categories(broden, categories)
     L, K = broden.num_labels, acts.shape[1]
     label_cat = label_categories(broden, cats)
@@ -359,6 +364,7 @@ def tally(acts: np.ndarray, thresholds: np.ndarray, broden, categories=None, bat
     thresholds32 = np.asarray(thresholds, np.float32)
     thr = torch.as_tensor(thresholds32, device=device)
     n = len(images)
+    threads = threads or default_threads()
     with torch_threads(threads):
         s = 0
         bar = progress(total=n, desc="tally")
@@ -375,7 +381,7 @@ def tally(acts: np.ndarray, thresholds: np.ndarray, broden, categories=None, bat
             maps = torch.as_tensor(np.asarray(acts[idx], dtype=np.float32), device=device)
             fires = maps.flatten(2).amax(2) > thr[None, :]  # (B, K): the unit exceeds its threshold somewhere
             b_of, k_of = (t.cpu().numpy() for t in fires.nonzero(as_tuple=True))
-            sel, pix = mask_pixels(maps[fires].cpu().numpy(), thresholds32[k_of], size)
+            sel, pix = mask_pixels(maps[fires].cpu().numpy(), thresholds32[k_of], size, threads)
             starts = np.searchsorted(b_of, np.arange(len(idx) + 1))
             pstarts = np.searchsorted(sel, starts)
             for j, i in enumerate(idx):
@@ -530,11 +536,16 @@ def dissect(model: torch.nn.Module, broden: Broden, out_dir, layer: str = "conv_
             device: str = "cpu", top_n: int = 10, cache_key: str = "", reference: bool = True,
             preprocess: str = "caffe", cache_dtype: str = "float16", threads: int = 0) -> dict:
     """Dissect `layer` of `model`; writes tally.csv, units.json and summary.json into out_dir."""
+    from bitlens.checkpoint import data_digest
+
     out_dir = Path(out_dir)
     model = model.eval().to(device)
     fn = layer_fn(model, layer)
+    # the cache holds this model's activations of this layer at this size (the preprocessing and dtype are in its
+    # meta): a folder dissected before with another checkpoint is recomputed, never reused
+    key = data_digest({"weights": model.state_dict(), "layer": layer, "input_size": input_size, "given": cache_key})
     acts = cache_activations(fn, broden, out_dir / "cache", input_size, batch_size, device,
-                             key=cache_key, preprocess=preprocess, dtype=cache_dtype)
+                             key=key, preprocess=preprocess, dtype=cache_dtype)
     if acts.ndim != 4:
         raise ValueError(f"layer {layer!r} gives activations of shape {acts.shape[1:]}; dissection needs conv maps")
     cats = dissected_categories(broden, categories)
@@ -575,20 +586,26 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--broden", required=True, help="Broden folder (index.csv, label.csv, category.csv, images/)")
     ap.add_argument("--out", required=True, help="output folder for tally.csv, units.json, summary.json, cache/")
     ap.add_argument("--layer", default="conv_last", help="module name; conv_last = the IBC bits (default: %(default)s)")
-    ap.add_argument("--threshold", type=float, default=0.04,
+    from bitlens import cli
+    from bitlens.schema.dissect import DISSECT
+
+    def ranged(key, flag):  # the params schema's ranges
+        return cli.ranged(DISSECT[key], flag, f"dissect.{key}")
+
+    ap.add_argument("--threshold", type=ranged("iou_threshold", "--threshold"), default=0.04,
                     help="IoU for an interpretable unit (default: %(default)s as NetDissect-Lite; IBC fork: 0.01)")
-    ap.add_argument("--quantile", type=float, default=0.005,
+    ap.add_argument("--quantile", type=ranged("quantile", "--quantile"), default=0.005,
                     help="top activation quantile that sets each unit's threshold (default: %(default)s)")
     ap.add_argument("--input-size", type=int, default=0,
                     help="model input size (default: 0 = from the checkpoint: 227 for AlexNet, 64 for the small backbone)")
-    ap.add_argument("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
+    ap.add_argument("--batch-size", type=ranged("batch_size", "--batch-size"), default=64, help="images per batch (default: %(default)s)")
     ap.add_argument("--preprocess", choices=PREPROCESS, default="caffe",
                     help="caffe: the fork's mean/255×0.224; torchvision: per-channel mean/std (default: %(default)s)")
     ap.add_argument("--no-reference", action="store_true",
                     help="keep images without labels and use the simple per-category area (default: the fork's rules)")
     ap.add_argument("--cache-dtype", choices=tuple(CACHE_DTYPES), default="float16",
                     help="activation cache precision (default: %(default)s; the fork keeps float64)")
-    ap.add_argument("--threads", type=int, default=0,
+    ap.add_argument("--threads", type=ranged("threads", "--threads"), default=0,
                     help="torch threads in the tally (default: 0 = half the cores, at least 1)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="torch device (default: %(default)s)")

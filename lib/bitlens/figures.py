@@ -156,3 +156,23 @@ def figure_png(fig) -> bytes:
     buf = _io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
     return buf.getvalue()
+
+
+def hashing_curves(runs: dict, title: str = ""):
+    """Two panels from `metrics.hashing_metrics` outputs, one line per run: precision–recall over Hamming radius
+    0..bits (each point one radius) and precision@K over K (log scale)."""
+    _, plt = _plt()
+    fig, (pr, pk) = plt.subplots(1, 2, figsize=(10, 3.8))
+    colours = plt.cm.tab20.colors  # more lines than the default 10-colour cycle: no two runs share a colour
+    for i, (name, h) in enumerate(runs.items()):
+        c = colours[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
+        pr.plot(h["pr_recall"], h["pr_precision"], marker=".", label=name, color=c)
+        pk.plot(h["curve_ks"], h["precision_at_k"], marker=".", label=name, color=c)
+    pr.set(xlabel="recall", ylabel="precision", title="PR over Hamming radius 0..bits", xlim=(0, 1.02), ylim=(0, 1.02))
+    pk.set(xlabel="K (top-K retrieved)", ylabel="precision@K", title="precision@K", ylim=(0, 1.02))
+    pk.set_xscale("log")
+    pr.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

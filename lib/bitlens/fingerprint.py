@@ -3,8 +3,8 @@
 A stage's fingerprint covers what its results can depend on and nothing else:
 
 - the params values it declares in `stages.StageSpec.reads` (minus `ignores`);
-- the *code cells* of its notebook (metadata, outputs, markdown and execution
-  counts are left out, so opening and saving a notebook in JupyterLab changes nothing);
+- the *code cells* of its notebook and their tags (metadata, outputs, markdown and
+  execution counts are left out, so opening and saving a notebook in JupyterLab changes nothing);
 - the source of the `bitlens` package;
 - the content digest of each upstream stage's outputs, as recorded in the
   upstream's completion marker. A changed upstream result therefore re-runs its
@@ -72,7 +72,10 @@ def params_read(params: Mapping[str, Any], spec: StageSpec) -> dict[str, Any]:
 
 
 def notebook_code_digest(path: str | Path) -> str:
-    """Hash of a notebook's code cells, in order; everything JupyterLab may rewrite is left out."""
+    """Hash of a notebook's code cells, in order, with their tags; everything JupyterLab may rewrite is left out.
+
+    Tags are part of what a notebook is: papermill injects the run's parameters after the cell tagged
+    `parameters`, so moving or removing that tag changes what the notebook computes."""
     path = Path(path)
     if not path.exists():
         return MISSING
@@ -82,8 +85,15 @@ def notebook_code_digest(path: str | Path) -> str:
         if cell.get("cell_type") == "code":
             src = cell.get("source", "")
             h.update(("".join(src) if isinstance(src, list) else src).encode())
-            h.update(b"\0")
+            h.update(b"\0tags:" + ",".join(sorted(cell.get("metadata", {}).get("tags", []))).encode() + b"\0")
     return h.hexdigest()
+
+
+def has_parameters_cell(path: str | Path) -> bool:
+    """Whether a notebook has a code cell tagged `parameters` (where papermill injects the run's params)."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    return any(c.get("cell_type") == "code" and "parameters" in c.get("metadata", {}).get("tags", [])
+               for c in nb.get("cells", []))
 
 
 def library_digest() -> str:
@@ -109,6 +119,14 @@ def _stat_listing(stage_dir: Path) -> dict[str, list[int]]:
     return {str(p.relative_to(stage_dir)): [p.stat().st_size, p.stat().st_mtime_ns] for p in _output_files(stage_dir)}
 
 
+def _file_digest(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def outputs_digest(stage_dir: str | Path) -> str:
     """Content hash of every output file of a stage (names and bytes)."""
     stage_dir = Path(stage_dir)
@@ -120,6 +138,31 @@ def outputs_digest(stage_dir: str | Path) -> str:
                 h.update(block)
         h.update(b"\0")
     return h.hexdigest()
+
+
+def changed_outputs(stage_dir: str | Path, marker: Mapping[str, Any] | None = None) -> list[str]:
+    """The outputs of a finished stage that differ from what its marker recorded, as `<file> (deleted)`,
+    `<file> (modified)` or `<file> (added)`; [] when every output is as the stage left it.
+
+    Size and modification time are compared first; a file whose stat changed is re-hashed and counts as
+    modified only if its content did change (a `touch` or a copy that kept the bytes changes nothing)."""
+    stage_dir = Path(stage_dir)
+    marker = read_marker(stage_dir) if marker is None else marker
+    if marker is None or "files" not in marker:
+        return []
+    recorded, now = marker["files"], _stat_listing(stage_dir)
+    if recorded == now:
+        return []
+    hashes = marker.get("hashes") or {}
+    out = [f"{f} (deleted)" for f in recorded if f not in now]
+    for f, st in now.items():
+        if f not in recorded:
+            out.append(f"{f} (added)")
+        elif st != recorded[f]:
+            same = (st[0] == recorded[f][0] and f in hashes and _file_digest(stage_dir / f) == hashes[f])
+            if not same and not (f not in hashes and outputs_digest(stage_dir) == marker.get("outputs")):
+                out.append(f"{f} (modified)")
+    return sorted(out)
 
 
 def read_marker(stage_dir: str | Path) -> dict | None:
@@ -155,9 +198,20 @@ def clear_marker(stage_dir: str | Path) -> None:
 def write_marker(stage_dir: str | Path, fingerprint: str, by: str, **extra: Any) -> Path:
     """Mark a stage complete: its fingerprint and the digest of the outputs it just wrote."""
     stage_dir = Path(stage_dir)
+    files = _output_files(stage_dir)
     return io.write_json(stage_dir / MARKER, {
         "fingerprint": fingerprint, "by": by, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra,
-        "outputs": outputs_digest(stage_dir), "files": _stat_listing(stage_dir)})
+        "outputs": outputs_digest(stage_dir), "files": _stat_listing(stage_dir),
+        "hashes": {str(p.relative_to(stage_dir)): _file_digest(p) for p in files}})
+
+
+def refresh_stats(stage_dir: str | Path) -> None:
+    """Record the outputs' current size and mtime in the marker once `changed_outputs` found their content
+    unchanged, so that a touched file is not re-hashed at every run."""
+    stage_dir = Path(stage_dir)
+    marker = read_marker(stage_dir)
+    if marker is not None and "files" in marker and marker["files"] != _stat_listing(stage_dir):
+        io.write_json(stage_dir / MARKER, {**marker, "files": _stat_listing(stage_dir)})
 
 
 def stage_fingerprint(spec: StageSpec, params: Mapping[str, Any], notebook: str | Path, library: str,

@@ -22,20 +22,35 @@ os.umask(_UMASK)
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it replaces `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # keep the real suffix so writers that infer format from it (np.save, savefig) behave
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix if suffix is not None else "".join(path.suffixes) or ".tmp",
-                               dir=path.parent)
+    with _naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # keep the real suffix so writers that infer format from it (np.save, savefig) behave
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.",
+                                   suffix=suffix if suffix is not None else "".join(path.suffixes) or ".tmp",
+                                   dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
-        yield tmp
-        if tmp.exists():  # mkstemp creates 0600; give the result the usual permissions
-            os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        with _naming(path):
+            yield tmp
+            if tmp.exists():  # mkstemp creates 0600; give the result the usual permissions
+                os.chmod(tmp, 0o666 & ~_UMASK)
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError without a file name (a full disk: `write()` says only "No space left on device") gets the
+    name of the file being written, so the message says where."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -460,3 +460,193 @@ MIS_ESTIMATORS = {
     "knn": "sklearn mutual_info_classif, continuous kNN estimator (3 neighbours), as the official script (seeded)",
     "discrete": "exact plug-in MI of binary bits (sklearn mutual_info_classif, discrete_features=True)",
 }
+
+
+# -- Hashing-literature metrics (DeepHash-style) ---------------------------------------
+#
+# One pass over (query block × database) Hamming distances gives every number the deep-hashing papers report:
+# mAP@K, precision@K / recall@K curves, the precision–recall curve over Hamming radius 0..bits and precision /
+# recall within a radius. Conventions (docs/metrics.md):
+# - ranking: ascending Hamming distance, ties → lower database index (a stable sort, as compute_map.m);
+# - mAP@K (DeepHash-pytorch `CalcTopMap`): AP over the first K positions, normalised by the relevant items found
+#   there, 0 for a query with none in its top K; the mean is over all queries. K = None (or ≥ the database) is
+#   mAP@all, equal to `mean_average_precision`;
+# - precision@K = relevant among the first K / K; recall@K = relevant among the first K / all relevant;
+# - within radius r: retrieved = items at distance ≤ r. A query that retrieves nothing has precision 0
+#   (`empty="zero"`, the DeepHash-style papers') or is left out of the precision mean (`empty="exclude"`);
+# - a query without any relevant item has AP, recall and precision 0 (the same as mAP's 0 for R = 0).
+
+HASHING_MAP_KS = (100, 1000, 5000)   # DeepHash-pytorch: @1000 (ImageNet), @5000 (COCO, NUS-WIDE); @100 small sets
+EMPTY_RADIUS = ("zero", "exclude")
+
+
+def _relevance_rows(a: int, b: int, ql, dl, relevance, nd: int) -> np.ndarray:
+    """Boolean (b − a, nd) relevance of queries a..b: label equality, shared multi-hot label, a boolean matrix,
+    or per-query lists of relevant database indices (sparse, so 50k × 50k needs no dense matrix)."""
+    if relevance is None:
+        if ql.ndim == 2:
+            return (ql[a:b].astype(np.float32) @ dl.T.astype(np.float32)) > 0
+        return ql[a:b, None] == dl[None, :]
+    if isinstance(relevance, np.ndarray):
+        return relevance[a:b].copy()
+    rel = np.zeros((b - a, nd), bool)
+    for i, r in enumerate(relevance[a:b]):
+        rel[i, r] = True
+    return rel
+
+
+def _check_relevance(relevance, nq: int, nd: int):
+    if isinstance(relevance, np.ndarray) or (hasattr(relevance, "shape") and hasattr(relevance, "dtype")):
+        rel = np.asarray(relevance)
+        if rel.dtype != bool:
+            raise ValueError(f"relevance matrix must be boolean, got {rel.dtype}")
+        if rel.shape != (nq, nd):
+            raise ValueError(f"relevance matrix has shape {rel.shape}, expected ({nq}, {nd})")
+        return rel
+    rel = [np.asarray(r, dtype=np.int64).ravel() for r in relevance]
+    if len(rel) != nq:
+        raise ValueError(f"relevance lists {len(rel)} queries but there are {nq} query codes")
+    for i, r in enumerate(rel):
+        if r.size and (r.min() < 0 or r.max() >= nd):
+            raise ValueError(f"relevance of query {i} names database index {int(r.max() if r.max() >= nd else r.min())}"
+                             f", outside 0..{nd - 1}")
+    return rel
+
+
+def default_curve_ks(n: int) -> list[int]:
+    """K values of a precision@K curve: 1, 2, 5 × powers of ten, up to n (inclusive)."""
+    ks, p = [], 1
+    while p <= n:
+        ks += [k for k in (p, 2 * p, 5 * p) if k <= n]
+        p *= 10
+    return sorted(set(ks + [n])) if n > 0 else []
+
+
+def hashing_metrics(query_codes, db_codes, query_labels=None, db_labels=None, *, relevance=None,
+                    map_ks=HASHING_MAP_KS, curve_ks=None, radius: int = 2, empty: str = "zero",
+                    self_match: str | None = None, chunk_size: int = 128) -> dict:
+    """The deep-hashing metrics of ±1 codes in one chunked pass (peak memory ∝ chunk_size × database).
+
+    Relevance: label equality (1-D labels), at least one shared label (2-D multi-hot labels, DeepHash), a boolean
+    (nq, nd) matrix, or per-query lists of relevant database indices. self_match (query set = database, query i
+    = item i): None, "nonrelevant" / "relevant" (the own item stays in the ranking), "drop" (removed from the
+    ranking and the database, the usual leave-one-out).
+    Returns {"map": {K: mAP@K, "all": mAP@all}, "curve_ks", "precision_at_k", "recall_at_k", "radii",
+    "pr_precision", "pr_recall", "radius", "precision_within_radius", "recall_within_radius",
+    "empty_within_radius" (queries with nothing within `radius`), "empty", "queries", "database"}; see the
+    conventions above.
+    """
+    Q = _pm1(query_codes, "query codes")
+    D = _pm1(db_codes, "database codes")
+    if Q.shape[1] != D.shape[1]:
+        raise ValueError(f"query codes have {Q.shape[1]} bits but database codes {D.shape[1]}")
+    nq, nd, bits = Q.shape[0], D.shape[0], Q.shape[1]
+    if self_match not in (None, "nonrelevant", "relevant", "drop"):
+        raise ValueError(f"unknown self_match {self_match!r}; valid: None, 'nonrelevant', 'relevant', 'drop'")
+    if self_match and nq != nd:
+        raise ValueError(f"self_match={self_match!r} needs query set = database, got {nq} queries and {nd} items")
+    if empty not in EMPTY_RADIUS:
+        raise ValueError(f"unknown empty-radius convention {empty!r}; valid: 'zero' (a query with no item within "
+                         f"the radius has precision 0, DeepHash-style) or 'exclude' (left out of the mean)")
+    if not 0 <= int(radius) <= bits:
+        raise ValueError(f"Hamming radius must be between 0 and the code length {bits}, got {radius}")
+    if relevance is None:
+        if query_labels is None or db_labels is None:
+            raise ValueError("give query_labels and db_labels, or relevance")
+        ql, dl = np.asarray(query_labels), np.asarray(db_labels)
+        if ql.ndim == 2 and ql.shape[1] == 1:
+            ql, dl = ql[:, 0], np.asarray(dl).reshape(len(dl), -1)[:, 0]
+        if ql.shape[0] != nq or dl.shape[0] != nd or ql.ndim != dl.ndim or ql.shape[1:] != dl.shape[1:]:
+            raise ValueError(f"labels must be (queries[, classes]) and (items[, classes]) matching the codes "
+                             f"({nq} and {nd} rows), got {ql.shape} and {dl.shape}")
+    else:
+        ql = dl = None
+        relevance = _check_relevance(relevance, nq, nd)
+    n_eff = nd - (self_match == "drop")
+    if n_eff < 1:
+        raise ValueError("the database is empty once the query's own item is dropped")
+    map_ks = [None if k is None else int(k) for k in map_ks] + ([None] if None not in map_ks else [])
+    if any(k is not None and k < 1 for k in map_ks):
+        raise ValueError(f"mAP@K needs K ≥ 1, got {map_ks}")
+    curve_ks = np.asarray(default_curve_ks(n_eff) if curve_ks is None else curve_ks, dtype=np.int64)
+    if curve_ks.size and (curve_ks.min() < 1 or curve_ks.max() > n_eff):
+        raise ValueError(f"precision@K curve needs 1 ≤ K ≤ {n_eff} (the database), got {curve_ks.tolist()}")
+    # positions (0-based) whose running sums are read: each mAP@K's K and each curve K
+    top = [min(k, n_eff) if k is not None else n_eff for k in map_ks]
+    need = max(top + curve_ks.tolist() + [1])
+    Qp, Dp = np.packbits(Q > 0, axis=1), np.packbits(D > 0, axis=1)
+    nb = bits + 2  # distance bins 0..bits, and bits + 1 for a dropped own item
+    ap = np.zeros((len(map_ks), nq))
+    hits_k = np.zeros((curve_ks.size, nq))
+    n_rel = np.zeros(nq)
+    cum_all = np.zeros((nq, bits + 1))
+    cum_rel = np.zeros((nq, bits + 1))
+
+    def block(a: int) -> None:
+        b = min(nq, a + chunk_size)
+        nr = b - a
+        dist = _hamming_block(Qp[a:b], Dp)
+        rel = _relevance_rows(a, b, ql, dl, relevance, nd)
+        if self_match:
+            loc = (np.arange(nr), np.arange(a, b))
+            if self_match == "relevant":
+                rel[loc] = True
+            else:
+                rel[loc] = False
+                if self_match == "drop":
+                    dist[loc] = bits + 1  # past every real distance: last in the ranking, outside every radius
+        n_rel[a:b] = rel.sum(1)
+        # radius metrics: per-row histograms of every item's and the relevant items' distances
+        idx = dist.astype(np.int64) + (np.arange(nr, dtype=np.int64) * nb)[:, None]
+        h_all = np.bincount(idx.ravel(), minlength=nr * nb).reshape(nr, nb)[:, :bits + 1]
+        h_rel = np.bincount(idx[rel], minlength=nr * nb).reshape(nr, nb)[:, :bits + 1]
+        cum_all[a:b] = np.cumsum(h_all, axis=1)
+        cum_rel[a:b] = np.cumsum(h_rel, axis=1)
+        del idx
+        # ranking metrics: stable order over the first `need` positions
+        order = np.argsort(dist, axis=1, kind="stable")[:, :need]
+        r = rel[np.arange(nr)[:, None], order]
+        hits = np.cumsum(r, axis=1, dtype=np.int64)
+        prec_terms = np.cumsum(np.where(r, hits / np.arange(1, need + 1), 0.0), axis=1)
+        for j, K in enumerate(top):
+            found = hits[:, K - 1]
+            ap[j, a:b] = np.where(found > 0, prec_terms[:, K - 1] / np.maximum(found, 1), 0.0)
+        if curve_ks.size:
+            hits_k[:, a:b] = hits[:, curve_ks - 1].T
+
+    starts = list(range(0, nq, chunk_size))
+    from concurrent.futures import ThreadPoolExecutor
+
+    # numpy's sorts and faiss's distance kernel release the GIL: two threads use both cores
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in progress(pool.map(block, starts), desc="hashing metrics", total=len(starts),
+                          disable=len(starts) < 8 or None):
+            pass
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall_r = np.where(n_rel[:, None] > 0, cum_rel / np.maximum(n_rel, 1)[:, None], 0.0)
+        prec_r = np.where(cum_all > 0, cum_rel / np.maximum(cum_all, 1), 0.0)
+    retrieved = cum_all > 0
+    if empty == "zero":
+        pr_precision = prec_r.mean(0) if nq else np.zeros(bits + 1)
+    else:
+        cnt = retrieved.sum(0)
+        pr_precision = np.where(cnt > 0, prec_r.sum(0) / np.maximum(cnt, 1), np.nan)
+    pr_recall = recall_r.mean(0) if nq else np.zeros(bits + 1)
+    recall_k = np.where(n_rel[None, :] > 0, hits_k / np.maximum(n_rel, 1)[None, :], 0.0)
+    return {
+        "map": {("all" if k is None else k): float(ap[j].mean()) if nq else 0.0 for j, k in enumerate(map_ks)},
+        "curve_ks": curve_ks.tolist(),
+        "precision_at_k": (hits_k.mean(1) / np.maximum(curve_ks, 1)).tolist() if nq else [0.0] * curve_ks.size,
+        "recall_at_k": recall_k.mean(1).tolist() if nq else [0.0] * curve_ks.size,
+        "radii": list(range(bits + 1)),
+        "pr_precision": [float(x) for x in pr_precision],
+        "pr_recall": [float(x) for x in pr_recall],
+        "radius": int(radius),
+        "precision_within_radius": float(pr_precision[radius]),
+        "recall_within_radius": float(pr_recall[radius]),
+        "empty_within_radius": int((~retrieved[:, radius]).sum()),
+        "empty": empty,
+        "queries": int(nq),
+        "database": int(n_eff),
+    }

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bitlens import __version__, config, fingerprint, io
+from bitlens import __version__, config, fingerprint, io, preflight, previous, runlock
 from bitlens.progress import PREFIX as PROGRESS_PREFIX
-from bitlens.stage import COMPLETE_MARKER, PIPELINE_ENV
+from bitlens.stage import COMPLETE_MARKER, PIPELINE_ENV, TIMINGS
 from bitlens.stages import STAGES, StageSpec
 
 
@@ -38,7 +38,30 @@ class StageFailed(RuntimeError):
 
 
 class StageInterrupted(StageFailed):
-    """Ctrl-C during a stage: it is left incomplete (no marker)."""
+    """Ctrl-C (or SIGTERM) during a stage: it is left incomplete (no marker)."""
+
+    terminated = False
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's time limit, `kill`): handled as Ctrl-C is; run_all raises it from its handler."""
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for a file-system fault: the path, what happened, what to do."""
+    import errno
+
+    where = e.filename or "the results folder"
+    if e.errno == errno.ENOSPC:
+        return (f"no space left on the disk holding {where}; free some space (or give another folder with "
+                f"--results DIR) and run the same command again: finished stages are kept")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"{where}: cannot write there ({e.strerror}); make it writable or give another results folder "
+                f"with --results DIR")
+    if e.errno in (errno.ENOTDIR, errno.EEXIST):
+        return (f"{where}: a file stands where a folder is needed; move it away or give another results folder "
+                f"with --results DIR")
+    return f"{where}: {e.strerror or e}"
 
 
 @dataclass
@@ -49,6 +72,7 @@ class StageResult:
     notebook: Path | None = None
     detail: str = ""
     load: float | None = None  # 1-minute load average when the stage ended (how busy the machine was)
+    timings: dict | None = None  # the stage's own wall-clock times (Stage.record_seconds)
 
 
 def library_fingerprint() -> str:
@@ -184,39 +208,86 @@ class Pipeline:
         m = fingerprint.read_marker(self.results_dir / name)
         return None if m is None else m["fingerprint"]
 
+    def outputs_changed(self, name: str) -> list[str]:
+        """The outputs of a finished stage that are no longer what it wrote (deleted, modified, added)."""
+        return fingerprint.changed_outputs(self.results_dir / name)
+
     def plan(self) -> list[tuple[StageSpec, str, bool]]:
         """(stage, fingerprint, up to date) for every enabled stage, in order.
 
         A stage whose upstream is to run is listed as to run: whether it must really
-        re-run is known only once the upstream has produced its outputs.
+        re-run is known only once the upstream has produced its outputs. A stage whose
+        own outputs changed since it finished is not up to date.
         """
         lib = library_fingerprint()
         out, stale = [], set()
         for spec in self.enabled_stages():
             fp = self.fingerprint(spec, lib)
-            fresh = self.stored_fingerprint(spec.name) == fp and not (stale & set(spec.deps))
+            fresh = (self.stored_fingerprint(spec.name) == fp and not (stale & set(spec.deps))
+                     and not self.outputs_changed(spec.name))
             if not fresh:
                 stale.add(spec.name)
             out.append((spec, fp, fresh))
         return out
 
     # -- checks ----------------------------------------------------------------
-    def check_data(self) -> None:
-        missing = config.missing_data_paths(self.params, self.root)
-        if missing:
-            lines = [f"profile '{self.profile}' is missing {len(missing)} data path(s); nothing was run:"]
-            for key, path, hint in missing:
-                lines.append(f"  - {key}: {path}" + (f"\n      get it: {hint}" if hint else ""))
-            lines.append("Set the paths in params/%s.yaml or with --set KEY=PATH; data/README.md lists every "
-                         "dataset and its layout." % self.profile)
-            raise StageFailed("00_data", "\n".join(lines))
+    def check_inputs(self, specs: Sequence[StageSpec] | None = None) -> list[preflight.Problem]:
+        """Every missing or malformed input of `specs` (default: the profile's stages); see bitlens.preflight."""
+        return preflight.check(self.params, self.root, self.enabled_stages() if specs is None else specs,
+                               self.results_dir)
+
+    def require_inputs(self, specs: Sequence[StageSpec] | None = None) -> None:
+        problems = self.check_inputs(specs)
+        if problems:
+            raise preflight.InputProblems(preflight.report(problems, self.profile))
+
+    def check_results_folder(self) -> None:
+        """The results folder exists (or can be made) and takes a file: checked before any stage, cached or not."""
+        import tempfile
+
+        try:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=self.results_dir)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            if e.filename is None:
+                e.filename = str(self.results_dir)
+            raise StageFailed("-", describe_os_error(e) + "; nothing was run") from None
+
+    def check_notebooks(self, specs: Sequence[StageSpec]) -> None:
+        """Every selected notebook exists and has its `parameters` cell: without it papermill puts the run's
+        params above the notebook's own defaults, which then win, and `--set` would be dropped without a word."""
+        for spec in specs:
+            nb = self.notebook(spec.name)
+            if not nb.exists():
+                raise StageFailed(spec.name, f"stage {spec.name}: notebook {nb} does not exist; nothing was run")
+            try:
+                ok = fingerprint.has_parameters_cell(nb)
+            except (OSError, ValueError) as e:
+                raise StageFailed(spec.name, f"stage {spec.name}: notebook {nb} cannot be read ({e}); restore it "
+                                             f"with: git checkout -- {nb.name}") from None
+            if not ok:
+                raise StageFailed(spec.name, f"stage {spec.name}: notebook {nb} has no code cell tagged "
+                                             f"'parameters', so the run's params (--set, the profile) would not "
+                                             f"reach it; nothing was run. Tag its first code cell 'parameters' "
+                                             f"(JupyterLab: property inspector → Cell Tags) or restore it with "
+                                             f"git checkout -- {nb}")
 
     # -- running ---------------------------------------------------------------
     def run(self, only: Sequence[str] | None = None, start: str | None = None, force: bool = False) -> list[StageResult]:
         selected_specs = self.select(only, start)
-        self.check_data()
+        self.check_notebooks(selected_specs)
+        self.require_inputs(selected_specs)
+        self.check_results_folder()
+        try:
+            with runlock.hold(self.results_dir, " ".join(sys.argv), self.log):
+                return self._run(selected_specs, force)
+        except runlock.RunLocked as e:
+            raise StageFailed("-", str(e)) from None
+
+    def _run(self, selected_specs: Sequence[StageSpec], force: bool) -> list[StageResult]:
         selected = {s.name for s in selected_specs}
-        self.results_dir.mkdir(parents=True, exist_ok=True)
         io.write_text(self.results_dir / "params.resolved.yaml", config.dump_params(self.params))
         kernel = _kernel_name(self.params["pipeline"]["kernel"])
         self._run_started = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -227,7 +298,16 @@ class Pipeline:
         todo = [s for s in self.enabled_stages() if s.name in selected]
         for i, spec in enumerate(todo, 1):
             fp = self.fingerprint(spec, lib)
-            if not force and self.stored_fingerprint(spec.name) == fp:
+            changed = [] if force else self.outputs_changed(spec.name)
+            # a damaged file must not be reused by the stage itself (a trainer would reuse its "finished" run):
+            # the stage starts from scratch, its earlier files moved aside
+            scratch = force or any(not c.endswith("(added)") for c in changed)
+            if changed:
+                shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+                self.log(f"[{i}/{len(todo)}] {spec.name}: its outputs changed since it finished "
+                         f"({shown}); running it again" + (" from scratch" if scratch else ""))
+            elif not force and self.stored_fingerprint(spec.name) == fp:
+                fingerprint.refresh_stats(self.results_dir / spec.name)
                 self.log(f"[{i}/{len(todo)}] {spec.name}: up to date (params it reads, code cells, library and "
                          f"upstream outputs unchanged) — skipped")
                 results.append(StageResult(spec.name, "cached", 0.0, self._out_nb(spec.name)))
@@ -235,7 +315,7 @@ class Pipeline:
             self.log(f"[{i}/{len(todo)}] {spec.name}: running — {spec.title}" + (" (--force: from scratch)" if force else ""))
             self._write_manifest(results + [StageResult(spec.name, "running")])
             try:
-                res = self._execute(spec, fp, kernel, force)
+                res = self._execute(spec, fp, kernel, scratch)
             except StageFailed as e:
                 status = "interrupted" if isinstance(e, StageInterrupted) else "failed"
                 self._write_manifest(results + [StageResult(spec.name, status, getattr(e, "seconds", 0.0),
@@ -260,6 +340,9 @@ class Pipeline:
         stage_dir = self.results_dir / spec.name
         stage_dir.mkdir(parents=True, exist_ok=True)
         fingerprint.clear_marker(stage_dir)
+        (stage_dir / TIMINGS).unlink(missing_ok=True)
+        for moved in previous.adopt_legacy(stage_dir):
+            self.log(f"    {spec.name}: an earlier run kept inside the stage folder moved to {moved}")
         env = {"BITLENS_RESULTS": str(self.results_dir.parent),
                "BITLENS_PROGRESS": os.environ.get("BITLENS_PROGRESS_PIPELINE", "log"),
                "BITLENS_ROOT": str(self.root), PIPELINE_ENV: "1",
@@ -279,11 +362,11 @@ class Pipeline:
                     # the kernel's own log (e.g. ipykernel's TCP-transport notice) is not the stage's business
                     extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
                 )
-        except KeyboardInterrupt:
-            raise self._interrupted(spec, t0) from None
+        except KeyboardInterrupt as e:
+            raise self._interrupted(spec, t0, isinstance(e, Terminated)) from None
         except pm.PapermillExecutionError as e:
-            if e.ename == "KeyboardInterrupt":
-                raise self._interrupted(spec, t0) from None
+            if e.ename == "KeyboardInterrupt" or self._terminated:
+                raise self._interrupted(spec, t0, self._terminated) from None
             cell = _source_cell_index(nb_out, e.cell_index)
             msg = (f"stage {spec.name} failed in notebook {nb_in}\n"
                    f"  cell {cell} (0-based, in {nb_in.name}; In [{e.exec_count}] in the executed notebook): "
@@ -293,6 +376,8 @@ class Pipeline:
             err.seconds = time.perf_counter() - t0
             raise err from None
         except Exception as e:  # kernel died, timeout, missing kernel...
+            if self._terminated:  # the kernel got the same SIGTERM and died first
+                raise self._interrupted(spec, t0, True) from None
             msg = (f"stage {spec.name} failed in notebook {nb_in}: {type(e).__name__}: {e}\n"
                    f"  executed notebook (may be partial): {nb_out}")
             raise StageFailed(spec.name, msg) from None
@@ -308,12 +393,22 @@ class Pipeline:
                                          f"its notebook must end with stage.write_metrics(...)")
         fingerprint.write_marker(stage_dir, fp, by="pipeline", seconds=round(secs, 2), notebook=str(nb_out),
                                  forced=bool(force))
-        return StageResult(spec.name, "ran", secs, nb_out, load=round(os.getloadavg()[0], 2))
+        previous.prune(self.results_dir, spec.name, self.params["pipeline"]["keep_previous"])
+        timings = io.read_json(stage_dir / TIMINGS) if (stage_dir / TIMINGS).exists() else None
+        return StageResult(spec.name, "ran", secs, nb_out, load=round(os.getloadavg()[0], 2), timings=timings)
 
-    def _interrupted(self, spec: StageSpec, t0: float) -> StageInterrupted:
+    _terminated = False  # set by terminate(): SIGTERM arrived
+
+    def terminate(self) -> None:
+        """Called from a SIGTERM handler before it raises Terminated."""
+        self._terminated = True
+
+    def _interrupted(self, spec: StageSpec, t0: float, terminated: bool = False) -> StageInterrupted:
         fingerprint.clear_marker(self.results_dir / spec.name)
-        err = StageInterrupted(spec.name, f"interrupted during stage {spec.name}; it is not marked complete. "
+        how = "terminated (SIGTERM)" if terminated else "interrupted"
+        err = StageInterrupted(spec.name, f"{how} during stage {spec.name}; it is not marked complete. "
                                           f"Re-run it with: {self.command('--from', spec.name)}")
+        err.terminated = terminated
         err.seconds = time.perf_counter() - t0
         return err
 
@@ -342,6 +437,8 @@ class Pipeline:
             entry: dict[str, Any] = {"status": r.status, "seconds": round(r.seconds, 2)}
             if r.load is not None:
                 entry["load_1min"] = r.load
+            if r.timings:
+                entry["timings"] = r.timings
             if r.status == "cached":
                 m = fingerprint.read_marker(self.results_dir / r.name) or {}
                 if m.get("seconds") is not None:

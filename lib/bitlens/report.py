@@ -222,6 +222,12 @@ def build_report(results, targets: dict, benchmarks=None, profile: str | None = 
     tbl = results / "22_ibc_eval" / "ibc_table.md"
     if tbl.exists():
         md += ["### Full IBC table", "", tbl.read_text().strip(), ""]
+    researcher = researcher_sentences(results)
+    if researcher:
+        md += ["## Deep-hashing metrics, the CLIP protocol and baselines at equal bits", "",
+               "Built from the numbers of 12_bebr_eval and 22_ibc_eval; their tables follow under "
+               "'Tables from the stages'.", ""]
+        md += [f"- {x}" for x in researcher] + [""]
     figs = []
     for stage, pattern in (("12_bebr_eval", "recall_vs_bits.png"), ("22_ibc_eval", "code_length_sweep.png")):
         figs += sorted((results / stage).glob(pattern))
@@ -261,6 +267,14 @@ def build_report(results, targets: dict, benchmarks=None, profile: str | None = 
             key = v if not v.startswith("off by") else "off"
             counts[key] = counts.get(key, 0) + 1
     return {"verdicts": counts, "stages": dict(stage_status)}
+
+
+def researcher_sentences(results: Path) -> list[str]:
+    """The sentences 12_bebr_eval (baselines at equal bits, the CLIP protocol) and 22_ibc_eval (deep-hashing
+    metrics) generated from their numbers, in that order; none for a stage that has not run."""
+    m12, m22 = _metrics(results, "12_bebr_eval") or {}, _metrics(results, "22_ibc_eval") or {}
+    keys = ((m12, "baseline_sentences"), (m12, "protocol_sentences"), (m22, "hashing_sentences"))
+    return [str(x) for m, k in keys for x in m.get(k) or []]
 
 
 def bebr_order_sentences(results: Path, targets: dict, comparable: bool) -> list[str]:
@@ -479,11 +493,13 @@ def to_html(md: str, base: Path, title: str) -> str:
             f"</style></head><body>{''.join(out)}</body></html>\n")
 
 
-def recall_vs_bits_figure(ours: dict, published: dict, ours_label: str, paper_label: str, k: int = 10):
+def recall_vs_bits_figure(ours: dict, published: dict, ours_label: str, paper_label: str, k: int = 10,
+                          baselines: dict | None = None):
     """Recall@k against bits per item, this run and the published table in two panels side by side: they come
     from different data (a profile's dataset vs COCO), so they never share axes.
 
-    `ours` / `published`: {embedding: (bits, recall)}.
+    `ours` / `published`: {embedding: (bits, recall)}; `baselines`: {method: [(bits, recall), ...]}, drawn in
+    this run's panel as dashed lines with hollow markers, labelled as baselines.
     """
     import matplotlib.pyplot as plt
 
@@ -500,5 +516,11 @@ def recall_vs_bits_figure(ours: dict, published: dict, ours_label: str, paper_la
                         xytext=(6, 4 - 11 * i), fontsize=8, color=f"C{i}")
         ax.set(xscale="log", xlabel="bits per item", ylabel=f"image→text R@{k}", title=title)
         ax.margins(x=0.3, y=0.15)
+    for j, (method, pts) in enumerate((baselines or {}).items()):
+        pts = sorted(pts)
+        axes[0].plot([b for b, _ in pts], [r for _, r in pts], ls="--", marker="os^"[j % 3], mfc="none",
+                     color=f"C{len(names) + j}", label=f"{method} (baseline)")
+    if baselines:
+        axes[0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig

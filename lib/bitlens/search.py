@@ -6,8 +6,9 @@ the chunk size, never by the database size, and ties are always broken towards
 the smaller database index.
 
 Backends
-- "native": bitlens's own C kernel (lib/bitlens/native/_search.c, OpenMP): fused XOR + popcount (AVX2 when the
-  CPU has it, chosen at run time) and a bounded heap per query with integer keys; the fastest CPU path.
+- "native": bitlens's own C kernel (lib/bitlens/native/_search.c, OpenMP): fused XOR + popcount (AVX-512
+  VPOPCNTDQ, AVX2 or popcnt, whichever the CPU has, chosen at run time) and a bounded heap per query behind an
+  integer threshold; the fastest CPU path. BITLENS_NATIVE=0 turns it off (bitlens.native.load).
 - "faiss": faiss's popcount kernels (`knn_hamming`, `hammings`) on CPU.
 - "numpy": XOR + `np.bitwise_count` on uint64 words (no extra dependency).
 - "cuda": ±1 codes as int8 matrices on the GPU, Hamming = (m − ip) / 2: the fused Triton kernel of
@@ -38,12 +39,29 @@ def _has_faiss() -> bool:
 
 
 def _native_module():
-    """The compiled kernel module, or None when it was not built (pure-Python install)."""
-    try:
-        from bitlens.native import _search
-    except ImportError:
-        return None
-    return _search
+    """The compiled kernel module, or None when it was not built (pure-Python install) or BITLENS_NATIVE=0."""
+    from bitlens import native
+
+    return native.load("_search")
+
+
+def native_kernel() -> str | None:
+    """The kernel the native backend uses now ('avx512', 'avx2', 'popcnt', 'generic'), or None without it."""
+    mod = _native_module()
+    return None if mod is None else mod.kernel()
+
+
+def xor_popcount_floor(query_packed, db_packed, threads: int = 0) -> int:
+    """XOR + popcount of every (query, database) pair with no selection, by the native kernel in use: the
+    speed floor a top-k search is measured against (benchmarks). Returns the sum of all distances."""
+    mod = _native_module()
+    if mod is None:
+        raise ImportError("xor_popcount_floor needs the compiled kernel bitlens.native._search: run `make setup`")
+    q, db = _check_packed(np.asarray(query_packed), np.asarray(db_packed))
+    if db.shape[0] == 0:
+        raise ValueError("xor_popcount_floor: the database is empty")
+    qw, dw = as_words(q), as_words(db)
+    return int(mod.floor(qw, dw, qw.shape[0], dw.shape[0], qw.shape[1], int(threads)))
 
 
 BACKENDS = ("auto", "native", "faiss", "numpy", "cuda")

@@ -40,18 +40,24 @@ class System:
     data: tuple = ()  # (queries, database) as the system holds them, for peers that need the same data
 
 
+def _engine(be: str) -> str:
+    """The backend as the table names it, with the native kernel it runs (e.g. 'native avx512')."""
+    kernel = search.native_kernel() if be == "native" else None
+    return f"{be} {kernel}" if kernel else be
+
+
 def hash_system(query_packed, db_packed, bits: int, k: int, backend: str = "auto") -> System:
     q, db = np.ascontiguousarray(query_packed), np.ascontiguousarray(db_packed)
     be = search.resolve_backend(backend)
-    return System("hash", f"Hamming top-{k}, bitlens {be}", bits, db.shape[1], db.shape[0], q.shape[0],
+    return System("hash", f"Hamming top-{k}, bitlens {_engine(be)}", bits, db.shape[1], db.shape[0], q.shape[0],
                   lambda: search.hamming_topk(q, db, k, backend=be), (q, db))
 
 
 def bebr_system(query: codes.RecurrentCode, db: codes.RecurrentCode, k: int, metric: str = "ip",
                 backend: str = "auto") -> System:
     be = search.resolve_backend(backend)
-    return System("bebr", f"SDC top-{k} ({metric}), bitlens {be}", db.bits, db.bytes_per_item, len(db), len(query),
-                  lambda: search.sdc_topk(query, db, k, metric=metric, backend=be), (query, db))
+    return System("bebr", f"SDC top-{k} ({metric}), bitlens {_engine(be)}", db.bits, db.bytes_per_item, len(db),
+                  len(query), lambda: search.sdc_topk(query, db, k, metric=metric, backend=be), (query, db))
 
 
 def float_system(query, db, k: int) -> System:

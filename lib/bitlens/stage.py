@@ -22,10 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from bitlens import config, fingerprint, io
+from bitlens import config, fingerprint, io, previous
 from bitlens.stages import stage_spec
 
 COMPLETE_MARKER = fingerprint.MARKER
+TIMINGS = ".timings.json"  # hidden, so not an output: the pipeline copies it into the run manifest
 PIPELINE_ENV = "BITLENS_PIPELINE"  # set by the pipeline: it, not the notebook, marks the stage complete
 
 
@@ -49,6 +50,7 @@ class Stage:
         self._report: dict[str, list[dict]] = {"report_tables": [], "report_figures": []}
         if not under_pipeline():
             fingerprint.clear_marker(self.dir)  # this run replaces the results: not complete until it ends
+            (self.dir / TIMINGS).unlink(missing_ok=True)
 
     @property
     def notebook(self) -> Path:
@@ -72,6 +74,11 @@ class Stage:
         try:
             spec = stage_spec(stage)
         except KeyError:
+            return d
+        changed = fingerprint.changed_outputs(d, marker)
+        if changed:
+            print(f"[bitlens] warning: outputs of {stage} changed since it finished ({', '.join(changed[:5])}); "
+                  f"re-run it: python run_all.py --profile {self.profile} --from {stage}", file=sys.stderr)
             return d
         now = fingerprint.fingerprint_now(spec, self.params, self.root / "notebooks" / f"{stage}.ipynb", self.results)
         if now != marker["fingerprint"]:
@@ -121,7 +128,16 @@ class Stage:
         if not under_pipeline():
             fp = fingerprint.fingerprint_now(self.spec, self.params, self.notebook, self.results)
             fingerprint.write_marker(self.dir, fp, by="notebook")
+            previous.prune(self.results, self.name, self.params["pipeline"]["keep_previous"])
         return path
+
+    def record_seconds(self, what: str, seconds: float) -> None:
+        """A wall-clock time worth keeping (e.g. how long a dataset took to build). Times differ from run to run,
+        so they stay out of the stage's outputs (which its dependents' fingerprints include); under `run_all.py`
+        they appear in the run manifest, beside the stage's own seconds."""
+        path = self.dir / TIMINGS
+        times = io.read_json(path) if path.exists() else {}
+        io.write_json(path, {**times, what: round(float(seconds), 2)})
 
     def read_metrics(self, stage: str | None = None) -> dict:
         d = self.input(stage) if stage else self.dir

@@ -164,7 +164,7 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
                 "old_head": _state_digest(old_head) if weight > 0 else None,
                 "inputs": checkpoint.data_digest(training_inputs(new_feats),
                                                  training_inputs(old_feats) if weight > 0 else None)}
-    history = {"epoch": [], "loss": [], "val_r1": [], "val_cross_r1": [], "seconds": []}
+    history = {"epoch": [], "loss": [], "val_r1": [], "val_cross_r1": []}  # no times: see bebr.train
     st = checkpoint.open_run(out_dir, settings, opts.epochs, world, fresh, ARTIFACTS, "epochs", say)
     start = 0
     if st is not None:
@@ -207,11 +207,10 @@ def train_compatible(new_feats: dict, cfg: HeadConfig, opts: TrainOptions, out_d
         qi = l2_normalize(vi)
         r1 = recall_at_k(qi @ l2_normalize(vt).T, ks=(1,))["r1"]
         cross = recall_at_k(qi @ l2_normalize(old_val_txt).T, ks=(1,))["r1"] if weight > 0 else None
-        for key, v in (("epoch", epoch + 1), ("loss", total / max(n, 1)), ("val_r1", r1), ("val_cross_r1", cross),
-                       ("seconds", time.perf_counter() - t0)):
+        for key, v in (("epoch", epoch + 1), ("loss", total / max(n, 1)), ("val_r1", r1), ("val_cross_r1", cross)):
             history[key].append(v)
         say(f"epoch {epoch + 1}: loss {total / max(n, 1):.4f}  val i2t R@1 new→new {r1:.4f}"
-            + (f"  new→old {cross:.4f}" if cross is not None else ""))
+            + (f"  new→old {cross:.4f}" if cross is not None else "") + f"  ({time.perf_counter() - t0:.1f}s)")
         if world.main:
             io.torch_save(out_dir / HEAD_FILE, {"state_dict": head.state_dict(), "epoch": epoch, "meta": settings})
             io.save_npy(out_dir / "feat_image.npy", vi)
@@ -427,20 +426,27 @@ def parser():
     ap.add_argument("--old-features", help="folder with the old version's feature files (weight > 0)")
     ap.add_argument("--old-head", help="the old head's checkpoint in 11_bebr_train/<head>/ (weight > 0)")
     ap.add_argument("--out", required=True, help="output folder (head.pth, codes, history, train_state.pt)")
-    ap.add_argument("--weight", type=float, default=1.0, help="λ of the compatibility term (0: independent head)")
-    ap.add_argument("--out-dim", type=int, help="new head dims (default: the old head's)")
-    ap.add_argument("--u", type=int, default=1, help="recurrent steps (bit planes = u + 1)")
-    ap.add_argument("--hidden", type=int, default=2048, help="MLP hidden width")
-    ap.add_argument("--blocks", type=int, default=1, help="Linear-BN-ReLU blocks per transformation")
+    from bitlens.schema.bebr import BEBR, HEAD
+
+    def ranged(field, flag, key):  # the params schema's ranges: what a profile may not hold, a flag may not either
+        return cli.ranged(field, flag, key)
+
+    ap.add_argument("--weight", type=ranged(BEBR["compat"]["weight"], "--weight", "bebr.compat.weight"), default=1.0,
+                    help="λ of the compatibility term (0: independent head)")
+    ap.add_argument("--out-dim", type=ranged(HEAD["out_dim"], "--out-dim", "bebr.heads.*.out_dim"),
+                    help="new head dims (default: the old head's)")
+    ap.add_argument("--u", type=ranged(HEAD["u"], "--u", "bebr.heads.*.u"), default=1,
+                    help="recurrent steps (bit planes = u + 1)")
+    ap.add_argument("--hidden", type=ranged(HEAD["hidden"], "--hidden", "bebr.heads.*.hidden"), default=2048,
+                    help="MLP hidden width")
+    ap.add_argument("--blocks", type=ranged(HEAD["blocks"], "--blocks", "bebr.heads.*.blocks"), default=1,
+                    help="Linear-BN-ReLU blocks per transformation")
     for f in TrainOptions.__dataclass_fields__.values():
         if f.name == "device":
             continue
         flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            ap.add_argument(flag, type=cli.strict_bool, default=f.default, help=f"TrainOptions.{f.name}")
-        else:
-            ap.add_argument(flag, type={"int": int, "float": float}.get(str(f.type), float), default=f.default,
-                            help=f"TrainOptions.{f.name}")
+        ap.add_argument(flag, type=ranged(BEBR["train"][f.name], flag, f"bebr.train.{f.name}"), default=f.default,
+                        help=f"TrainOptions.{f.name}")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     ap.add_argument("--fresh", action="store_true", help="start from scratch (an earlier run is moved aside)")
     return ap

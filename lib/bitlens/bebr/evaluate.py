@@ -20,6 +20,7 @@ from bitlens.metrics import TIE_POLICIES, recall_both_directions
 
 
 PROG = "python -m bitlens.bebr.evaluate"
+MAX_ABS = 1e150  # float64 squares overflow above ~1.3e154; a feature's squared norm sums `dims` of them
 NPY_FORMAT = "a NumPy .npy file holding a 2-D float array (items × dims), as written by numpy.save"
 
 
@@ -48,6 +49,12 @@ def load_feature_file(path) -> np.ndarray:
         raise ValueError(f"{path}: expected float features, got dtype {a.dtype}")
     if not np.isfinite(a).all():
         raise ValueError(f"{path}: contains NaN or infinite values")
+    big = float(np.abs(a).max())
+    if big > MAX_ABS:
+        # L2 normalisation squares every value: beyond ~1e154 that overflows float64 and every score is NaN
+        raise ValueError(f"{path}: holds values up to {big:.3g}, too large to square in float64 (L2 "
+                         f"normalisation); features must stay below {MAX_ABS:g} in magnitude: rescale them "
+                         f"(cosine similarity does not change under scaling)")
     return a.astype(np.float64)  # fp16 files (the official eval leaves CLIP in fp16) are widened here
 
 
@@ -148,3 +155,81 @@ def table_rows(name: str, img: np.ndarray, txt: np.ndarray, binary: bool, planes
         row["i2t"][t] = recall_at_k(s_i2t, ties=t)
         row["t2i"][t] = recall_at_k(s_t2i, ties=t)
     return row
+
+
+def pairs_hashing_metrics(img_codes, txt_codes, radius: int = 2) -> dict:
+    """Deep-hashing metrics (`metrics.hashing_metrics`) of ±1 codes of one-to-one pairs, both directions: a
+    query's relevant set is its paired item. mAP@K at the DeepHash K values below the number of pairs, and all."""
+    from bitlens import metrics
+
+    n, bits = np.asarray(img_codes).shape
+    pairs = [np.array([i]) for i in range(n)]
+    kw = dict(relevance=pairs, radius=min(radius, bits), map_ks=[k for k in metrics.HASHING_MAP_KS if k < n])
+    return {"i2t": metrics.hashing_metrics(img_codes, txt_codes, **kw),
+            "t2i": metrics.hashing_metrics(txt_codes, img_codes, **kw)}
+
+
+def hashing_table_row(name: str, h: dict, bits: int, kind: str) -> dict:
+    """One row of the BEBR deep-hashing table (image→text; text→image mAP@all beside it)."""
+    i2t = h["i2t"]
+    r = i2t["radius"]
+    return {"codes": name, "kind": kind, "bits": bits, **{f"mAP@{k}": v for k, v in i2t["map"].items()},
+            f"P@r≤{r}": i2t["precision_within_radius"], f"R@r≤{r}": i2t["recall_within_radius"],
+            f"queries empty at r≤{r}": i2t["empty_within_radius"], "t2i mAP@all": h["t2i"]["map"]["all"]}
+
+
+# -- the CLIP retrieval protocol (open_clip / CLIP_benchmark): every caption of each image -----------------
+
+def head_embeddings(run_dir, head: dict, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Embeddings of features `x` by the head trained in `run_dir` (its checkpoint.pth, `head` its params)."""
+    import torch
+
+    from bitlens.bebr.heads import RBEHead
+    from bitlens.bebr.train import embed, head_config
+
+    ckpt = Path(run_dir) / "checkpoint.pth"
+    if not ckpt.exists():
+        raise FileNotFoundError(f"{ckpt}: head checkpoint not found; run stage 11_bebr_train first")
+    model = RBEHead(head_config(x.shape[1], head))
+    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    return embed(model.to(device), np.ascontiguousarray(x, dtype=np.float32), device)
+
+
+def clip_protocol_recalls(img: np.ndarray, txt: np.ndarray, txt_image, binary: bool, planes: int) -> dict:
+    """Recall@K with all captions per image, for every tie policy: image→text, a hit when any of the image's
+    captions is within the top K; text→image, each caption's own image (open_clip / CLIP_benchmark recall@k).
+    `txt_image[j]`: the image row of caption j."""
+    from bitlens.metrics import TIE_POLICIES, recall_at_k
+
+    txt_image = np.asarray(txt_image, dtype=np.int64)
+    if txt_image.shape != (len(txt),):
+        raise ValueError(f"txt_image must give one image row per caption ({len(txt)}), got shape {txt_image.shape}")
+    if txt_image.min() < 0 or txt_image.max() >= len(img):
+        raise ValueError(f"txt_image names image rows outside 0..{len(img) - 1}")
+    by_image = [[] for _ in range(len(img))]
+    for j, i in enumerate(txt_image):
+        by_image[i].append(j)
+    if any(not c for c in by_image):
+        raise ValueError(f"image row {next(i for i, c in enumerate(by_image) if not c)} has no caption")
+    s_i2t, s_t2i = score_matrices(img, txt, binary, planes)
+    own = [[i] for i in txt_image]
+    return {"i2t": {t: recall_at_k(s_i2t, by_image, ties=t) for t in TIE_POLICIES},
+            "t2i": {t: recall_at_k(s_t2i, own, ties=t) for t in TIE_POLICIES},
+            "images": int(len(img)), "captions": int(len(txt))}
+
+
+def protocol_sentences(official: dict, clip: dict, ties: str, split: str) -> list[str]:
+    """Per embedding, R@1 / R@5 image→text under the official protocol (first caption) and the CLIP one (any of
+    the image's captions), and the text→image R@1 with all captions as queries, from the numbers."""
+    out = []
+    for name, c in clip.items():
+        o = official.get(name)
+        ci = c["i2t"][ties]
+        head = (f"{name}: image→text R@1 {ci['r1']:.4f}, R@5 {ci['r5']:.4f} with all {c['captions']} captions of "
+                f"{c['images']} images ({split})")
+        if o is not None:
+            oi = o["i2t"][ties]
+            d = "higher than" if ci["r1"] > oi["r1"] else "lower than" if ci["r1"] < oi["r1"] else "equal to"
+            head += f", {d} the official first-caption R@1 {oi['r1']:.4f}"
+        out.append(head + f"; text→image R@1 {c['t2i'][ties]['r1']:.4f} over {c['captions']} caption queries.")
+    return out

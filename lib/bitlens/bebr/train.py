@@ -11,7 +11,7 @@ are the evaluation embeddings after the final epoch (no epoch is picked on the
 evaluation pairs). Files: `checkpoint.pth` (`{'state_dict'}`), `history.json`
 (loss and image→text R@1 on the evaluation pairs per epoch, for the curve) and
 `train_state.pt` (exact resume; a run with other settings moves the earlier
-files to `previous-<time>/`, see bitlens.checkpoint).
+files to `.previous/<folder>/<time>/`, see bitlens.checkpoint).
 """
 from __future__ import annotations
 
@@ -125,6 +125,11 @@ def train_head(features: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, fre
     from bitlens.metrics import recall_both_directions
 
     out_dir = Path(out_dir)
+    if opts.batch_size % 2 or opts.batch_size // 2 <= opts.hard_k:
+        # fewer pairs than hard_k + 1 leave an anchor without its negatives: the loss is 0 and nothing is learnt
+        raise ValueError(f"batch_size = {opts.batch_size} (--batch-size, bebr.train.batch_size) must be even (image, "
+                         f"caption pairs) and hold more than hard_k = {opts.hard_k} pairs, so that every anchor has "
+                         f"its hard negatives; use at least {2 * (opts.hard_k + 1)}")
     world, device = distributed.setup(opts.device)
     say = log if world.main else (lambda *a: None)
     img, txt, lab = split_pairs(features["train_feat"], features["train_label"])
@@ -141,7 +146,8 @@ def train_head(features: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, fre
     scaler = torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=opts.amp)
     settings = {**run_settings(cfg, opts), "inputs": checkpoint.data_digest(training_inputs(features))}
     st = checkpoint.open_run(out_dir, settings, opts.epochs, world, fresh, ARTIFACTS, "epochs", say)
-    history, start = {"epoch": [], "loss": [], "val_r1": [], "seconds": []}, 0
+    # no wall-clock time in the history: it is an output its dependents digest, and a time differs every run
+    history, start = {"epoch": [], "loss": [], "val_r1": []}, 0
     if st is not None:
         head.load_state_dict(torch.load(out_dir / "checkpoint.pth", map_location=device,
                                         weights_only=False)["state_dict"])
@@ -181,8 +187,8 @@ def train_head(features: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, fre
         history["epoch"].append(epoch + 1)
         history["loss"].append(total / max(n, 1))
         history["val_r1"].append(r1)
-        history["seconds"].append(time.perf_counter() - t0)
-        say(f"epoch {epoch + 1}: loss {total / max(n, 1):.4f}  i2t R@1 (evaluation pairs) {r1:.4f}")
+        say(f"epoch {epoch + 1}: loss {total / max(n, 1):.4f}  i2t R@1 (evaluation pairs) {r1:.4f}  "
+            f"({time.perf_counter() - t0:.1f}s)")
         if world.main:
             io.save_npy(out_dir / "feat_image.npy", vi)
             io.save_npy(out_dir / "feat_txt.npy", vt)
@@ -252,10 +258,17 @@ def main(argv=None) -> int:
     ap = cli.parser(prog, __doc__)
     ap.add_argument("--features", required=True, help="folder with " + ", ".join(FEATURE_FILES))
     ap.add_argument("--out", required=True, help="output folder (checkpoint, embeddings, history, train_state.pt)")
-    ap.add_argument("--out-dim", type=int, default=512, help="output dims (hash: bits; bebr: dims per bit plane)")
-    ap.add_argument("--u", type=int, default=1, help="recurrent steps (bit planes = u + 1)")
-    ap.add_argument("--hidden", type=int, default=2048, help="MLP hidden width (0 = a single Linear)")
-    ap.add_argument("--blocks", type=int, default=1, help="Linear-BN-ReLU blocks per transformation")
+    from bitlens.schema.bebr import BEBR, HEAD
+
+    def head_flag(name, default, text):
+        ap.add_argument("--" + name.replace("_", "-"), type=cli.ranged(HEAD[name], "--" + name.replace("_", "-"),
+                                                                       f"bebr.heads.*.{name}"),
+                        default=default, help=text)
+
+    head_flag("out_dim", 512, "output dims (hash: bits; bebr: dims per bit plane)")
+    head_flag("u", 1, "recurrent steps (bit planes = u + 1)")
+    head_flag("hidden", 2048, "MLP hidden width (0 = a single Linear)")
+    head_flag("blocks", 1, "Linear-BN-ReLU blocks per transformation")
     ap.add_argument("--float", action="store_true", help="float baseline (identity instead of sign)")
     helps = {"epochs": "training epochs (the last one is reported)", "lr": "SGD learning rate",
              "lr_step_epoch": "epochs between learning-rate decays", "gamma": "learning-rate decay factor",
@@ -267,13 +280,15 @@ def main(argv=None) -> int:
     for f in TrainOptions.__dataclass_fields__.values():
         if f.name == "device":
             continue
-        kind = {"bool": cli.strict_bool, "int": int, "float": float}[str(f.type)]
-        ap.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default, help=helps[f.name],
-                        metavar="BOOL" if kind is cli.strict_bool else None)
+        flag = "--" + f.name.replace("_", "-")
+        # the schema's ranges (epochs ≥ 1, tau > 0, finite rates...), as a profile would be checked
+        kind = cli.ranged(BEBR["train"][f.name], flag, f"bebr.train.{f.name}")
+        ap.add_argument(flag, type=kind, default=f.default, help=helps[f.name],
+                        metavar="BOOL" if str(f.type) == "bool" else None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     ap.add_argument("--fresh", action="store_true",
                     help="start from scratch even if the folder holds a run with the same settings (the earlier "
-                         "files are moved to previous-<time>/)")
+                         "files are moved to .previous/<folder>/<time>/, see bitlens.previous)")
     args = ap.parse_args(argv)
     world = distributed.world_from_env()
     try:

@@ -37,9 +37,14 @@ def load_coco_captions(root, split: str, check_files: bool = True) -> list[CocoI
     caps: dict[int, list[str]] = {}
     for i, a in enumerate(ann["annotations"]):
         try:
-            caps.setdefault(int(a["image_id"]), []).append(str(a["caption"]).strip())
+            image_id, caption = int(a["image_id"]), a["caption"]
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{ann_path}: annotation #{i} lacks image_id/caption: {a!r}") from None
+        if not isinstance(caption, str) or not caption.strip():
+            # str(None) or str(123) would become a "caption" the text encoder embeds as if a person wrote it
+            raise ValueError(f"{ann_path}: annotation #{i} (image_id {image_id}) has caption {caption!r}; every "
+                             f"caption must be a non-empty string: fix or remove that annotation")
+        caps.setdefault(image_id, []).append(caption.strip())
     items, seen = [], set()
     for i, im in enumerate(ann["images"]):
         try:
@@ -109,3 +114,46 @@ class CocoImages:
     def __getitem__(self, i):
         img = load_rgb(self.items[i].path)
         return self.transform(img) if self.transform else img
+
+
+KARPATHY_HINT = ("Karpathy's COCO split file dataset_coco.json (from the caption datasets archive of Karpathy's "
+                 "NeuralTalk / 'Deep Visual-Semantic Alignments' release: caption_datasets.zip); its 'test' split is "
+                 "the 5k test set of open_clip / CLIP_benchmark")
+
+
+def load_karpathy_split(root, split_file, split: str = "test") -> list[CocoItem]:
+    """The images of one split of Karpathy's `dataset_coco.json`, each with its sentences (the `raw` text) in
+    file order. The images are found by COCO id in the 2017 folders (`<root>/train2017` or `<root>/val2017`,
+    named `<id:012d>.jpg`): the 2014 val images the 5k test set draws from were redistributed over both."""
+    root, split_file = Path(root), Path(split_file)
+    if not split_file.exists():
+        raise FileNotFoundError(f"{split_file}: Karpathy split file not found; expected {KARPATHY_HINT}")
+    try:
+        data = json.loads(split_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{split_file}: not valid JSON ({e}); expected {KARPATHY_HINT}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{split_file}: no 'images' list; expected {KARPATHY_HINT}")
+    items = []
+    for i, im in enumerate(data["images"]):
+        try:
+            if im["split"] != split:
+                continue
+            cocoid = int(im["cocoid"])
+            caps = tuple(str(s["raw"]).strip() for s in im["sentences"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{split_file}: image entry #{i} lacks split/cocoid/sentences[].raw: "
+                             f"{str(im)[:200]}") from None
+        if not caps:
+            raise ValueError(f"{split_file}: image entry #{i} (COCO id {cocoid}) has no sentence")
+        for folder in ("val2017", "train2017"):
+            path = root / folder / f"{cocoid:012d}.jpg"
+            if path.exists():
+                break
+        else:
+            raise FileNotFoundError(f"{root}/{{val2017,train2017}}/{cocoid:012d}.jpg: image of {split_file} entry #{i} "
+                                    f"is missing; the COCO 2017 image folders are needed (see data/README.md)")
+        items.append(CocoItem(cocoid, path, caps))
+    if not items:
+        raise ValueError(f"{split_file}: no image in split {split!r}")
+    return items

@@ -9,7 +9,7 @@ Attributes that no item has give NaN, as in the Matlab; the summary line gives h
 mean over the others (the Matlab's mean would be NaN).
 
 example:
-  python -m bitlens.ibc.evaluate --codes sun_256.mat --expert-bits 12 --json
+  python -m bitlens.ibc.evaluate --codes sun_256.mat --binarize 0.5 --expert-bits 12 --json
 """
 from __future__ import annotations
 
@@ -43,13 +43,56 @@ def class_labels(lab, source: str = "lab") -> np.ndarray:
     return col.astype(np.int64)
 
 
+def binary_codes_of(codes, binarize: float | None, source: str = "codes") -> np.ndarray:
+    """±1 codes from ±1 or 0/1 values, or from probabilities (sigmoid outputs) cut at `binarize`.
+
+    Real values are cut only when asked: tanh outputs in (−1, 1) cut at 0.5 would be other codes without a word."""
+    c = np.asarray(codes, dtype=np.float64)
+    values = np.unique(c)
+    if set(values.tolist()) <= {-1.0, 1.0} or set(values.tolist()) <= {0.0, 1.0}:
+        return binarize_sigmoid(c)  # −1 and 0 → −1, 1 → +1
+    lo, hi = float(values[0]), float(values[-1])
+    if binarize is None:
+        raise ValueError(f"{source}: field 'binary_codes' holds real values ({lo:.4g} … {hi:.4g}), not binary codes "
+                         f"(±1 or 0/1). If they are probabilities (sigmoid outputs, IBC's), cut them explicitly: "
+                         f"--binarize 0.5")
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{source}: field 'binary_codes' holds values from {lo:.4g} to {hi:.4g}, outside [0, 1]: "
+                         f"not probabilities (tanh outputs?), so cutting them at {binarize} is meaningless; "
+                         f"binarize them yourself (sign for tanh) and save ±1 codes")
+    return binarize_sigmoid(c - binarize + 0.5)
+
+
+def check_labels_and_grm(labels: np.ndarray, GRM, source: str = "lab") -> None:
+    """Class labels are 0-based (99999 = missing) and index the GRM's rows; the GRM is finite."""
+    known = labels[labels != 99999]
+    if known.size and known.min() < 0:
+        raise ValueError(f"{source}: field 'lab' column 0 holds class label {int(known.min())}; labels must be "
+                         f"0-based class indices (99999 = missing): shift them so the first class is 0")
+    if GRM is None:
+        return
+    G = np.asarray(GRM, dtype=np.float64)
+    if not np.isfinite(G).all():
+        raise ValueError(f"{source}: field 'GRM' has NaN or infinite values; it must be the trained model's class × "
+                         f"bit relevance matrix (re-extract the codes from the checkpoint)")
+    if known.size and known.max() >= G.shape[0]:
+        one_based = known.min() >= 1 and known.max() == G.shape[0]
+        raise ValueError(f"{source}: field 'lab' holds class label {int(known.max())} but field 'GRM' has "
+                         f"{G.shape[0]} rows (one per class, labels 0 … {G.shape[0] - 1})"
+                         + ("; the labels look 1-based: subtract 1 so the first class is 0" if one_based else
+                            "; the GRM must have a row for every class"))
+
+
 def evaluate_codes(binary_codes, lab, GRM=None, expert_bits: int = 13, mis_max_num: int = 100, seed: int = 0,
-                   attributes: bool = True, mis: bool = True, source: str = "lab") -> dict:
-    B = binarize_sigmoid(binary_codes)
+                   attributes: bool = True, mis: bool = True, source: str = "lab", binarize: float | None = 0.5) -> dict:
+    """Every number of one code file. `binary_codes`: ±1, 0/1, or probabilities cut at `binarize` (the stages
+    pass IBC's sigmoid outputs; the command line asks for `--binarize 0.5` explicitly)."""
     lab = np.asarray(lab)
     if lab.ndim == 1:
         lab = lab[:, None]
     labels = class_labels(lab, source)
+    check_labels_and_grm(labels, GRM, source)
+    B = binary_codes_of(binary_codes, binarize, source)
     out = {"n": int(B.shape[0]), "bits": int(B.shape[1]), "class_map": metrics.class_map(B, labels)}
     out["expert_bit_map"] = (metrics.expert_bit_map(B, labels, GRM, min(expert_bits, B.shape[1]))
                              if GRM is not None else None)
@@ -170,7 +213,75 @@ def evaluate_experiment(b, lab, grm, exp: dict, names: list[str], groups: dict, 
                                **customized_retrieval(B, lab[:, 1:], names.index(target), single, seed)}
             break
     r["dataset"] = exp.get("dataset") or "released"
+    r["hashing"] = hashing_metrics_of(b, lab)
     return r
+
+
+HASHING_PROTOCOL = ("leave-one-out: query set = database (test list), each query's own item removed from its "
+                    "ranking, relevant = same class label; Hamming ranking, ties → lower index")
+
+
+def hashing_metrics_of(binary_codes, lab, radius: int = 2) -> dict:
+    """The deep-hashing metrics (`metrics.hashing_metrics`) of one code file, leave-one-out on the test list.
+
+    mAP@K is computed at the DeepHash K values smaller than the database (larger ones would equal mAP@all) and
+    at all; the radius is capped at the code length."""
+    B = binarize_sigmoid(binary_codes)
+    labels = class_labels(lab)
+    n = B.shape[0] - 1
+    return metrics.hashing_metrics(B, B, labels, labels, self_match="drop", radius=min(radius, B.shape[1]),
+                                   map_ks=[k for k in metrics.HASHING_MAP_KS if k < n])
+
+
+def hashing_row(name: str, h: dict, bits: int, class_map: float | None = None) -> dict:
+    """One table row: mAP@K and @all, precision / recall within the radius, the queries with nothing in it."""
+    row = {"experiment": name, "bits": bits}
+    if class_map is not None:
+        row["class mAP (official)"] = class_map
+    row.update({f"mAP@{k}": v for k, v in h["map"].items()})
+    r = h["radius"]
+    row.update({f"P@r≤{r}": h["precision_within_radius"], f"R@r≤{r}": h["recall_within_radius"],
+                f"queries empty at r≤{r}": h["empty_within_radius"]})
+    return row
+
+
+def hashing_caption(runs: dict) -> str:
+    h = next(iter(runs.values()))
+    return (f"Deep-hashing metrics ({HASHING_PROTOCOL}). mAP@K: AP over the first K, normalised by the relevant "
+            f"items found there, 0 when none (DeepHash-pytorch's CalcTopMap); @K shown only where K is below the "
+            f"database size ({h['database']} items). P / R within Hamming radius {h['radius']}: a query with no "
+            f"item within the radius counts as precision 0 (DeepHash-style papers); the last column counts those "
+            f"queries. 'class mAP (official)' keeps the own item in the ranking as non-relevant (compute_map.m).")
+
+
+def hashing_sentences(runs: dict) -> list[str]:
+    """One sentence per run from its numbers: mAP@all, precision / recall within the radius, empty queries."""
+    out = []
+    for name, h in runs.items():
+        r, n = h["radius"], h["queries"]
+        out.append(f"{name}: mAP@all {h['map']['all']:.4f}; within Hamming radius {r}, precision "
+                   f"{h['precision_within_radius']:.4f} and recall {h['recall_within_radius']:.4f}; "
+                   f"{h['empty_within_radius']} of {n} queries retrieve nothing within radius {r} "
+                   f"and count as precision 0.")
+    return out
+
+
+def sweep_hashing_sentence(by_bits: dict[int, dict]) -> str:
+    """How precision within the radius and mAP@all change over the sweep's code lengths, from the numbers."""
+    if len(by_bits) < 2:
+        return ""
+    ks = sorted(by_bits)
+    p = [by_bits[k]["precision_within_radius"] for k in ks]
+    m = [by_bits[k]["map"]["all"] for k in ks]
+
+    def trend(v) -> str:
+        d = np.diff(v)
+        return ("rises with every longer code" if (d > 0).all() else "falls with every longer code" if (d < 0).all()
+                else "is not monotone in the code length")
+    r = by_bits[ks[0]]["radius"]
+    return (f"Code-length sweep: precision within Hamming radius {r} "
+            + ", ".join(f"{v:.4f} ({k} bits)" for k, v in zip(ks, p)) + f" — it {trend(p)}; mAP@all "
+            + ", ".join(f"{v:.4f} ({k} bits)" for k, v in zip(ks, m)) + f" — it {trend(m)}.")
 
 
 def customized_sentence(name: str, c: dict) -> str:
@@ -220,6 +331,16 @@ def _int_at_least(lo: int, what: str):
     return parse
 
 
+def _probability_cut(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--binarize must be a number in (0, 1), got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"--binarize must be in (0, 1) (a probability threshold), got {text}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = cli.parser(PROG, __doc__)
     ap.add_argument("--codes", required=True,
@@ -232,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "negatives")
     ap.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0,
                     help="seed of the MIS negative sampling and of the kNN estimator's noise")
+    ap.add_argument("--binarize", type=_probability_cut, default=None, metavar="THRESHOLD",
+                    help="cut real-valued codes (probabilities: sigmoid outputs in [0, 1]) at this value; without it "
+                         "the codes must already be binary (±1 or 0/1)")
     ap.add_argument("--no-mis", action="store_true", help="skip MIS (the slowest part on many classes)")
     ap.add_argument("--json", action="store_true",
                     help="print one JSON object instead of the table (NaN and skipped values as null)")
@@ -278,7 +402,7 @@ def main(argv=None) -> int:
         if c["lab"] is None:
             raise ValueError(f"{args.codes}: missing field 'lab' (class labels are needed for mAP and MIS)")
         res = evaluate_codes(c["binary_codes"], c["lab"], c["GRM"], args.expert_bits, args.mis_max_num, args.seed,
-                             mis=not args.no_mis, source=str(args.codes))
+                             mis=not args.no_mis, source=str(args.codes), binarize=args.binarize)
     except (FileNotFoundError, ValueError) as e:
         return cli.fail(PROG, str(e))
     if args.json:

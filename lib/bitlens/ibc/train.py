@@ -12,7 +12,7 @@ Files in the output folder: `checkpoint_%08d.pt` every `checkpoint_every` iterat
 official name; `{'state_dict': ...}` as the authors' code reads it, plus `arch` and `meta`), `train_state.pt`
 (settings, optimizer, scheduler, progress, every rank's random generators, the log: see bitlens.checkpoint), and
 `log.csv` (every loss term, the total, lr and GRM statistics per iteration). A run with other settings moves the
-earlier files to `previous-<time>/` and starts afresh; `--fresh` always does.
+earlier files to `.previous/<folder>/<time>/` beside the stage folders and starts afresh; `--fresh` always does.
 """
 from __future__ import annotations
 
@@ -428,14 +428,18 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     ap.add_argument("--fresh", action="store_true",
                     help="start from scratch even if the folder holds a run with the same settings (the earlier "
-                         "files are moved to previous-<time>/)")
+                         "files are moved to .previous/<folder>/<time>/, see bitlens.previous)")
     args = ap.parse_args(argv)
     world = distributed.world_from_env()
     try:
         P = config.load_params(args.profile, args.set)
         exps = P["ibc"]["experiments"]
         if args.experiment not in exps:
-            ap.error(f"unknown experiment {args.experiment!r}; valid: {', '.join(exps)}")
+            import difflib
+
+            near = difflib.get_close_matches(args.experiment, list(exps), n=1)
+            ap.error(f"unknown experiment {args.experiment!r}" + (f"; did you mean {near[0]!r}?" if near else "")
+                     + f" (experiments of profile {args.profile}: {', '.join(exps)})")
         exp = exps[args.experiment]
         if exp["dataset"] not in P["data"]["imagelists"]:
             ap.error(f"ibc.experiments.{args.experiment}.dataset = {exp['dataset']!r} is not a key of "

@@ -11,6 +11,8 @@ PIPELINE = {
                     help="stages this profile runs, in order; null = every stage"),
     "cell_timeout": Field(int, 7200, min=1, help="seconds one notebook cell may run before the stage fails"),
     "kernel": Field(str, "bitlens", help="Jupyter kernel the notebooks execute in"),
+    "keep_previous": Field(int, 3, min=0, help="earlier runs kept per stage in results/<profile>/.previous/<stage>/ "
+                                                "(a trainer moves a run there when settings change or on --force)"),
 }
 
 SCHEMA = {

@@ -39,6 +39,10 @@ DATA = {
                       help="folder holding annotations/ and the image folders"),
         "train_split": Field(str, "train2017"),
         "val_split": Field(str, "val2017"),
+        "karpathy_split": Field(str, "", data_path=True,
+                                hint="Karpathy's dataset_coco.json (caption_datasets.zip of his NeuralTalk release)",
+                                help="Karpathy's split file: the CLIP-protocol table (12_bebr_eval) then uses its 5k "
+                                     "test images with all their captions; empty = val2017 with all captions"),
     },
     "imagelists": MapOf(IMAGELIST, help="named image-list datasets (ImageNet-100C, ImageNet-150K, SUN-120K, shapes)"),
     "broden": {

@@ -80,7 +80,7 @@ IBC = {
                                           "imagenet150k, sun120k)"),
     "sweep": {
         "experiment": Field(str, "", help="experiment whose settings the code-length sweep reuses (empty: no sweep)"),
-        "code_lengths": Field(list, [], item_type=int, help="code lengths K of the sweep"),
+        "code_lengths": Field(list, [], item_type=int, min=1, help="code lengths K of the sweep (each ≥ 1)"),
         "iterations": Field(int, 200, min=1, help="training iterations of each sweep model"),
     },
 }
