@@ -16,17 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))  # works before `pip install -e .` too
 
-from bitlens import config, preflight  # noqa: E402
+from bitlens import cli, config, preflight  # noqa: E402
 from bitlens.pipeline import (Pipeline, StageFailed, StageInterrupted, Terminated,  # noqa: E402
                               describe_os_error, summary_table)
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
-
-
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python run_all.py", description=__doc__, formatter_class=_Help)
+    ap = cli.parser("python run_all.py", __doc__)
     ap.add_argument("--profile", default="tiny",
                     help="params/<profile>.yaml (tiny, paper, released) or the path of a profile YAML")
     ap.add_argument("--only", action="append", metavar="STAGE", default=None,

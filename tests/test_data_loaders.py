@@ -8,7 +8,8 @@ from PIL import Image
 
 from bitlens.data.broden import Broden, decode_mask
 from bitlens.data.coco import CocoImages, caption_pairs, first_captions, load_coco_captions, load_rgb
-from bitlens.data.imagelist import MISSING_LABEL, ImageListDataset, read_list
+from bitlens.data.imagelist import ImageListDataset, read_list
+from bitlens.labels import MISSING_LABEL
 from bitlens.data.shapes import encode_label_map
 
 # -- COCO -------------------------------------------------------------------------------------------------------

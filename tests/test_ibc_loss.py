@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from bitlens.ibc.loss import TERMS, align_kl, ibc_losses, loss_terms, weighted_total
-from bitlens.ibc.model import IBC, MISSING_LABEL, IBCOutput
+from bitlens.ibc.model import IBC, IBCOutput
+from bitlens.labels import MISSING_LABEL
 
 
 def hand_ce(logits: torch.Tensor, labels: list[int]) -> float:

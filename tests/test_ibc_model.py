@@ -330,7 +330,7 @@ def test_fewer_bits_than_readouts_take_the_first_concepts_and_mismatches_are_ref
 
 def test_bit_init_readouts_is_read_from_beside_the_backbone_weights(tmp_path):
     from bitlens.ibc.model import build_from_params, small_features
-    from bitlens.ibc.pretrain import readouts_path
+    from bitlens.ibc.model import readouts_path
 
     torch.save(small_features(16).state_dict(), tmp_path / "w.pt")
     exp = {"code_length": 32, "backbone": "small", "crop": 64, "hidden": 32, "width": 16, "dropout": 0.0,

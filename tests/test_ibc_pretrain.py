@@ -2,8 +2,8 @@ import torch
 
 from bitlens.ibc.model import small_features
 from bitlens.data.shapes import COLOR_NAMES
-from bitlens.ibc.pretrain import (HEADS, ConceptHeads, _targets_at, concept_loss, concept_set, pretrain_backbone,
-                                  readouts_path)
+from bitlens.ibc.model import readouts_path
+from bitlens.ibc.pretrain import HEADS, ConceptHeads, _targets_at, concept_loss, concept_set, pretrain_backbone
 
 
 def test_targets_are_sampled_at_the_cell_centres():

@@ -8,8 +8,8 @@ from PIL import Image
 from bitlens.data.imagelist import read_list
 from bitlens.ibc.loss import TERMS
 from bitlens.ibc.model import IBC, read_state_dict
-from bitlens.ibc.train import (EpochBatches, IBCTrainOptions, center_crop, latest_checkpoint, main,
-                               random_crop_flip, train_ibc)
+from bitlens.ibc.images import center_crop, random_crop_flip
+from bitlens.ibc.train import EpochBatches, IBCTrainOptions, latest_checkpoint, main, train_ibc
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +281,7 @@ def test_a_main_run_snapshot_is_the_model_a_run_of_that_length_gives(image_list,
 
 
 def test_batches_are_normalised_once_with_the_values_of_per_image_normalisation(image_list):
-    from bitlens.ibc.train import ImageListImages, collate_normalized, normalize
+    from bitlens.ibc.images import ImageListImages, collate_normalized, normalize
 
     root, lst = image_list
     raw = ImageListImages(lst, root, 36, 32, normalized=False)

@@ -48,7 +48,8 @@ def test_coco_has_greyscale_and_cmyk_jpegs_and_loads(tmp_path):
 
 
 def test_ibc_lists_load_with_missing_class_and_attributes(tmp_path):
-    from bitlens.data.imagelist import MISSING_LABEL, ImageListDataset, read_list
+    from bitlens.data.imagelist import ImageListDataset, read_list
+    from bitlens.labels import MISSING_LABEL
 
     images.write_imagenet(tmp_path, "imagenet150k", 0)
     images.write_sun(tmp_path, 0)

@@ -11,28 +11,29 @@ fingerprints read code cells only, so cleaning never makes a stage re-run).
 from __future__ import annotations
 
 import argparse
-import json
+import copy
 import sys
 from pathlib import Path
+
+import nbformat
 
 KERNEL_METADATA = {"kernelspec": {"display_name": "Python (bitlens)", "language": "python", "name": "bitlens"},
                    "language_info": {"name": "python"}}
 
 
-def clean(nb: dict) -> dict:
-    nb = json.loads(json.dumps(nb))
-    nb["metadata"] = json.loads(json.dumps(KERNEL_METADATA))
-    for cell in nb.get("cells", []):
-        if cell.get("cell_type") == "code":
-            cell["outputs"] = []
-            cell["execution_count"] = None
-        meta = cell.get("metadata", {})
-        cell["metadata"] = {k: v for k, v in meta.items() if k == "tags"}
+def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    nb = copy.deepcopy(nb)
+    nb.metadata = nbformat.from_dict(KERNEL_METADATA)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        cell.metadata = nbformat.from_dict({k: v for k, v in cell.get("metadata", {}).items() if k == "tags"})
     return nb
 
 
-def dumps(nb: dict) -> str:
-    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+def dumps(nb: nbformat.NotebookNode) -> str:
+    return nbformat.writes(nb) + "\n"
 
 
 def main(argv=None) -> int:
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     dirty = []
     for path in args.notebooks:
         text = path.read_text(encoding="utf-8")
-        cleaned = dumps(clean(json.loads(text)))
+        cleaned = dumps(clean(nbformat.reads(text, as_version=4)))
         if cleaned != text:
             dirty.append(path)
             if not args.check:

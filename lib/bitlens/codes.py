@@ -131,12 +131,6 @@ class RecurrentCode:
                              f"with these plane weights?")
         return cls(np.stack(planes), tuple(weights), v.shape[1])
 
-    @classmethod
-    def from_binary(cls, codes) -> "RecurrentCode":
-        """A plain ±1 code as a one-plane recurrent code."""
-        c = np.asarray(codes)
-        return cls(pack(c)[None], (1.0,), c.shape[1])
-
     def values(self) -> np.ndarray:
         out = np.zeros((len(self), self.m), np.float32)
         for w, p in zip(self.weights, self.planes):

@@ -11,56 +11,12 @@ import copy
 import difflib
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
 
-REQUIRED = object()
-
-
-class ParamsError(ValueError):
-    """A profile or override that does not fit the schema."""
-
-
-@dataclass(frozen=True)
-class Field:
-    """One leaf of the schema."""
-
-    type: type | tuple[type, ...]
-    default: Any = REQUIRED
-    choices: Sequence[Any] | None = None
-    help: str = ""
-    nullable: bool = False
-    item_type: type | tuple[type, ...] | None = None  # for list fields
-    # a dataset/weights path the profile needs before any work; `hint` says where to get it
-    data_path: bool = False
-    hint: str = ""
-    # inclusive bounds of a number (counts ≥ 1, rates in (0, 1], ...); None = unbounded. For a list field,
-    # the bounds (and choices) apply to each item
-    min: float | None = None
-    max: float | None = None
-    above: float | None = None  # exclusive lower bound (rates, temperatures: > 0)
-
-    def out_of_range(self, value: float) -> bool:
-        return ((self.min is not None and value < self.min) or (self.max is not None and value > self.max)
-                or (self.above is not None and value <= self.above))
-
-    def range_text(self) -> str:
-        low = (f"greater than {self.above:g}" if self.above is not None else
-               f"at least {self.min:g}" if self.min is not None else "")
-        high = f"at most {self.max:g}" if self.max is not None else ""
-        return " and ".join(x for x in (low, high) if x)
-
-
-@dataclass(frozen=True)
-class MapOf:
-    """A mapping with user-chosen keys (e.g. named experiments), each value validated by `schema`."""
-
-    schema: Mapping[str, Any]
-    help: str = ""
-    default: Any = field(default_factory=dict)
+from bitlens.schema.fields import REQUIRED, Field, MapOf, ParamsError  # noqa: F401  (config's vocabulary)
 
 
 def _type_name(t) -> str:
@@ -82,8 +38,6 @@ def _coerce(value: Any, f: Field, key: str) -> Any:
             value, ok = float(value), True
             break
         if t is int and isinstance(value, bool):
-            continue
-        if t is str and isinstance(value, (int, float)) and not isinstance(value, bool) and False:
             continue
         if isinstance(value, t):
             ok = True

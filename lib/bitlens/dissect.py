@@ -34,10 +34,9 @@ import torch.nn.functional as F
 
 from bitlens import io
 from bitlens.data.broden import Broden
+from bitlens.ibc.images import IMAGENET_MEAN, IMAGENET_STD
 from bitlens.progress import progress
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)  # the fork stores it as BGR (103.939, 116.779, 123.68)
 CAFFE_SCALE = 255.0 * 0.224  # one std for all channels
 PREPROCESS = ("caffe", "torchvision")
@@ -572,43 +571,36 @@ def dissect(model: torch.nn.Module, broden: Broden, out_dir, layer: str = "conv_
     return {"units": units, "summary": summary, "tally": t, "activations": acts, "thresholds": thr}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="python -m bitlens.dissect", description=__doc__,
-                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from bitlens import cli
+
+    ap = cli.parser("python -m bitlens.dissect", __doc__)
     ap.add_argument("--checkpoint", required=True, help="IBC checkpoint {'state_dict': ...} (ours or the authors')")
     ap.add_argument("--broden", required=True, help="Broden folder (index.csv, label.csv, category.csv, images/)")
     ap.add_argument("--out", required=True, help="output folder for tally.csv, units.json, summary.json, cache/")
-    ap.add_argument("--layer", default="conv_last", help="module name; conv_last = the IBC bits (default: %(default)s)")
-    from bitlens import cli
+    ap.add_argument("--layer", default="conv_last", help="module name; conv_last = the IBC bits")
     from bitlens.schema.dissect import DISSECT
 
     def ranged(key, flag):  # the params schema's ranges
         return cli.ranged(DISSECT[key], flag, f"dissect.{key}")
 
     ap.add_argument("--threshold", type=ranged("iou_threshold", "--threshold"), default=0.04,
-                    help="IoU for an interpretable unit (default: %(default)s as NetDissect-Lite; IBC fork: 0.01)")
+                    help="IoU for an interpretable unit (as NetDissect-Lite; IBC fork: 0.01)")
     ap.add_argument("--quantile", type=ranged("quantile", "--quantile"), default=0.005,
-                    help="top activation quantile that sets each unit's threshold (default: %(default)s)")
+                    help="top activation quantile that sets each unit's threshold")
     ap.add_argument("--input-size", type=int, default=0,
-                    help="model input size (default: 0 = from the checkpoint: 227 for AlexNet, 64 for the small backbone)")
-    ap.add_argument("--batch-size", type=ranged("batch_size", "--batch-size"), default=64, help="images per batch (default: %(default)s)")
+                    help="model input size (0 = from the checkpoint: 227 for AlexNet, 64 for the small backbone)")
+    ap.add_argument("--batch-size", type=ranged("batch_size", "--batch-size"), default=64, help="images per batch")
     ap.add_argument("--preprocess", choices=PREPROCESS, default="caffe",
-                    help="caffe: the fork's mean/255×0.224; torchvision: per-channel mean/std (default: %(default)s)")
+                    help="caffe: the fork's mean/255×0.224; torchvision: per-channel mean/std")
     ap.add_argument("--no-reference", action="store_true",
-                    help="keep images without labels and use the simple per-category area (default: the fork's rules)")
+                    help="keep images without labels and use the simple per-category area instead of the fork's rules")
     ap.add_argument("--cache-dtype", choices=tuple(CACHE_DTYPES), default="float16",
-                    help="activation cache precision (default: %(default)s; the fork keeps float64)")
+                    help="activation cache precision (the fork keeps float64)")
     ap.add_argument("--threads", type=ranged("threads", "--threads"), default=0,
-                    help="torch threads in the tally (default: 0 = half the cores, at least 1)")
+                    help="torch threads in the tally (0 = half the cores, at least 1)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                    help="torch device (default: %(default)s)")
+                    help="torch device")
     return ap
 
 

@@ -68,10 +68,6 @@ def wrap(model: torch.nn.Module, world: World, device: str) -> torch.nn.Module:
         model, device_ids=[world.local_rank] if device.startswith("cuda") else None)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
-
-
 def barrier(world: World) -> None:
     if world.distributed:
         import torch.distributed as dist

@@ -173,7 +173,6 @@ def train_tiny_clip(paths, captions, image_index, out_path, *, epochs: int = 6, 
     `init_weights`: a state dict file of this model (e.g. an earlier run's output) to continue from instead of a
     random start; the optimizer and its schedule start afresh, `seed` still orders the batches.
     """
-    import open_clip
     from open_clip.loss import ClipLoss
 
     from bitlens.data.coco import load_rgb

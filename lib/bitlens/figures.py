@@ -1,11 +1,12 @@
 """Matplotlib figures: bit-interpretation panels, per-category bars, curves; and the dissection HTML page."""
 from __future__ import annotations
 
-import base64
 import html
 import io as _io
 
 import numpy as np
+
+from bitlens.png import data_uri, png_bytes
 
 
 def _plt():
@@ -124,14 +125,6 @@ def curve(x, series: dict, xlabel: str, ylabel: str, title: str = "", logx: bool
     return fig
 
 
-def png_data_uri(image: np.ndarray) -> str:
-    from PIL import Image
-
-    buf = _io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
 def dissection_html(title: str, summary: dict, units: list[dict], strips: dict[int, np.ndarray],
                     bar_png: bytes | None = None) -> str:
     """A self-contained page of every unit (NetDissect's report): summary line, bar graph, top images per unit."""
@@ -143,8 +136,8 @@ def dissection_html(title: str, summary: dict, units: list[dict], strips: dict[i
             f"<div class='unit{' good' if good else ''}'><div class='head'>unit {u['unit']}: "
             f"<b>{html.escape(u['label'] or '(unlabelled)')}</b>"
             + (f" ({html.escape(u['category'])})" if u["category"] else "") + f" IoU {u['score']:.4f}</div>"
-            + (f"<img src='{png_data_uri(img)}'>" if img is not None else "") + "</div>")
-    bar = (f"<img src='data:image/png;base64,{base64.b64encode(bar_png).decode()}'>" if bar_png else "")
+            + (f"<img src='{data_uri(png_bytes(img))}'>" if img is not None else "") + "</div>")
+    bar = f"<img src='{data_uri(bar_png)}'>" if bar_png else ""
     return f"""<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:20px}} .unit{{margin:6px 0;padding:4px;border-left:4px solid #ccc}}
 .good{{border-left-color:#2a9d3a}} .head{{font-size:13px;margin-bottom:2px}} img{{max-width:100%}}</style></head>

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from bitlens.labels import MISSING_LABEL
 from bitlens.progress import progress
 
 TIE_POLICIES = ("pessimistic", "optimistic", "expected", "index")
 DEFAULT_KS = (1, 5, 10, 50)
-MISSING_LABEL = 99999
 
 
 # -- Recall@K ---------------------------------------------------------------------
@@ -310,7 +310,7 @@ def mean_average_precision(query_codes, db_codes, query_labels=None, db_labels=N
     native = _native_map() if backend != "numpy" and relevance is None else None
     if backend == "native" and native is None:
         raise RuntimeError("the compiled mAP kernel (bitlens.native._map) is not built and label relevance is "
-                           "needed for it; run `make build` (or pip install -e .), or use backend='numpy'")
+                           "needed for it; run `make setup` (or pip install -e .), or use backend='numpy'")
     if native is not None:
         aps = _native_average_precisions(native, Q, D, ql, dl, self_match, topk, bit_masks)
     else:
@@ -323,11 +323,6 @@ def class_map(B, labels, self_match: str = "nonrelevant", query_idx=None, topk: 
     """Class-level retrieval mAP with query set = database (official `same_train_test`)."""
     labels = _labels(labels, np.asarray(B).shape[0], "labels")
     return mean_average_precision(B, B, labels, labels, self_match=self_match, topk=topk)
-
-
-def class_map_split(query_B, query_labels, db_B, db_labels, topk: int | None = None) -> float:
-    """Class-level mAP with separate query and database sets."""
-    return mean_average_precision(query_B, db_B, query_labels, db_labels, topk=topk)
 
 
 def expert_bits(GRM, k: int) -> np.ndarray:

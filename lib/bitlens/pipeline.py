@@ -92,11 +92,6 @@ def git_state(root: Path) -> tuple[str | None, bool | None]:
     return None, None
 
 
-def git_commit(root: Path) -> str | None:
-    commit, dirty = git_state(root)
-    return None if commit is None else commit + ("-dirty" if dirty else "")
-
-
 def package_versions() -> dict[str, str]:
     from importlib import metadata
 

@@ -5,7 +5,6 @@ the run manifest. The tables are deterministic (no timestamps); the run record, 
 """
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
@@ -14,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from bitlens import claims, io
+from bitlens.png import data_uri
 from bitlens.stages import BY_NAME, STAGES
 
 SYNTHETIC = "synthetic data: not comparable"
@@ -45,7 +45,7 @@ def _get(m: dict, path: tuple, stage: str):
     for i, k in enumerate(path):
         if not isinstance(cur, dict) or k not in cur:
             raise KeyError(f"{stage}/metrics.json: missing key '{'.'.join(map(str, path[:i + 1]))}' "
-                           f"(see the metrics.json contracts in CONTRIBUTING.md; re-run the stage)")
+                           f"(each stage writes its metrics.json at its end: re-run the stage)")
         cur = cur[k]
     return cur
 
@@ -186,7 +186,7 @@ def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
 
 
 def _img(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    return data_uri(path.read_bytes())
 
 
 REHEARSAL_LINE = ("**Rehearsal — every number below is meaningless:** this run read bitlens.replica's random "
@@ -403,27 +403,14 @@ def run_record(results: Path) -> str:
     return "\n".join(out) or "_(no run manifest)_"
 
 
-def _inline(text: str) -> str:
-    """Escaped text with the markdown the report itself writes: `code`, **bold**, a whole-line _emphasis_."""
-    text = html.escape(text)
-    if len(text) > 2 and text[0] == text[-1] == "_":
-        return f"<i>{text[1:-1]}</i>"
-    for mark, tag in (("`", "code"), ("**", "b")):
-        while text.count(mark) >= 2:
-            text = text.replace(mark, f"<{tag}>", 1).replace(mark, f"</{tag}>", 1)
-    return text
-
-
-def _cell(c: str) -> str:
-    c = c.strip()
+def _cell_class(text: str) -> str:
     try:
-        float(c)
-        cls = " class='n'"
+        float(text)
+        return " class='n'"
     except ValueError:
         # verdicts are the point of the tables: make them stand out
-        cls = (" class='ok'" if c == "reproduced" else " class='off'" if c.startswith("off by")
-               else " class='na'" if c in ("not run", SYNTHETIC, "no published value") else "")
-    return f"<td{cls}>{_inline(c)}</td>"
+        return (" class='ok'" if text == "reproduced" else " class='off'" if text.startswith("off by")
+                else " class='na'" if text in ("not run", SYNTHETIC, "no published value") else "")
 
 
 def _stage_times(stages: dict) -> pd.DataFrame:
@@ -440,48 +427,25 @@ def _stage_times(stages: dict) -> pd.DataFrame:
 
 
 def to_html(md: str, base: Path, title: str) -> str:
-    """Markdown (tables, headings, images, lists) → one self-contained HTML page, images embedded."""
-    lines, out, table, in_code = md.splitlines(), [], [], False
+    """Markdown (tables, headings, images, lists, the run record's <details>) → one self-contained HTML page:
+    rendered by mistune, with every image embedded and numbers and verdicts marked in the tables."""
+    import mistune
 
-    def flush_table():
-        if not table:
-            return
-        rows = [r.strip().strip("|").split("|") for r in table if not set(r.replace("|", "").strip()) <= set(":- ")]
-        head, body = rows[0], rows[1:]
-        out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) +
-                   "</tr></thead><tbody>" + "".join("<tr>" + "".join(_cell(c) for c in r) + "</tr>" for r in body)
-                   + "</tbody></table>")
-        table.clear()
+    class Page(mistune.HTMLRenderer):
+        def image(self, text, url, title=None):
+            p = base / url
+            if not p.exists():
+                return ""
+            return (f"<figure><img alt='{html.escape(text)}' src='{_img(p)}'><figcaption>{text}</figcaption>"
+                    f"</figure>")
 
-    for line in lines:
-        if line.startswith("```"):
-            flush_table()
-            out.append("</pre>" if in_code else "<pre>")
-            in_code = not in_code
-            continue
-        if in_code:
-            out.append(html.escape(line))
-            continue
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush_table()
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
-        elif line.startswith("![") and "](" in line:
-            alt, src = line[2:].split("](", 1)
-            p = base / src.rstrip(")")
-            if p.exists():
-                out.append(f"<figure><img alt='{html.escape(alt)}' src='{_img(p)}'><figcaption>{html.escape(alt)}"
-                           f"</figcaption></figure>")
-        elif line.startswith("- "):
-            out.append(f"<li>{_inline(line[2:])}</li>")
-        elif line.startswith("<details") or line.startswith("</details"):
-            out.append(line)
-        elif line.strip():
-            out.append(f"<p>{_inline(line)}</p>")
-    flush_table()
+        def paragraph(self, text):
+            return text + "\n" if text.startswith("<figure") and text.endswith("</figure>") else f"<p>{text}</p>\n"
+
+        def table_cell(self, text, align=None, head=False):
+            return f"<th>{text}</th>" if head else f"<td{_cell_class(text.strip())}>{text}</td>"
+
+    body = mistune.create_markdown(renderer=Page(escape=False), plugins=["table"])(md)
     css = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:24px auto;padding:0 16px;color:#222}"
            "table{border-collapse:collapse;margin:8px 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}"
            "th{background:#f2f2f2}td.n{text-align:right;font-variant-numeric:tabular-nums}"
@@ -490,7 +454,7 @@ def to_html(md: str, base: Path, title: str) -> str:
            "img{max-width:min(100%,1000px)}pre{background:#f7f7f7;padding:8px;font-size:12px;"
            "overflow:auto}figure{margin:12px 0}figcaption{font-size:12px;color:#666}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{css}"
-            f"</style></head><body>{''.join(out)}</body></html>\n")
+            f"</style></head><body>{body}</body></html>\n")
 
 
 def recall_vs_bits_figure(ours: dict, published: dict, ours_label: str, paper_label: str, k: int = 10,

@@ -363,7 +363,6 @@ def keys_to_cosine(keys: np.ndarray, query_norms: np.ndarray) -> np.ndarray:
 
 # -- CUDA -------------------------------------------------------------------------
 
-_SHIFTS = None
 MAX_BLOCK_ELEMS = 1 << 27  # scores held at once on the GPU: query block × database chunk
 
 

@@ -88,10 +88,6 @@ class Stage:
         return d
 
     # -- runtime ---------------------------------------------------------------
-    @property
-    def section(self) -> dict:
-        return self.params.get(self.spec.section, {}) if self.spec.section else {}
-
     def device(self) -> str:
         import torch
 

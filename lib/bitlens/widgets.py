@@ -14,16 +14,7 @@ import numpy as np
 
 from bitlens import figures, metrics
 from bitlens.dissect import base_concept
-
-
-def _png(image: np.ndarray) -> bytes:
-    import io as _io
-
-    from PIL import Image
-
-    buf = _io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
+from bitlens.png import png_bytes
 
 
 def label_text(label: str) -> str:
@@ -157,7 +148,7 @@ class BitBrowser:
 
     def _show(self, bit: int):
         self.label.value = self.describe(bit)
-        self.image.value = _png(self.render_bit(bit))
+        self.image.value = png_bytes(self.render_bit(bit))
 
     def _concept(self, typed: str):
         if not typed:
@@ -181,7 +172,7 @@ class BitBrowser:
         self.result.value = (f"attribute <b>{html.escape(self.attr_pick.value)}</b> with bits {bits}: mAP "
                              f"{r['map']:.4f} (random bits of the same number: {r['random_map']:.4f})")
         if "results" in r:
-            self.result_image.value = _png(self._strip([r["query"]] + r["results"]))
+            self.result_image.value = png_bytes(self._strip([r["query"]] + r["results"]))
             self.result_image.layout.display = None
 
     def _strip(self, items: list[int]) -> np.ndarray:

@@ -72,10 +72,6 @@ class HeadConfig:
         """Storage per item: binary → out_dim × planes; float → 32 × out_dim."""
         return self.out_dim * self.planes if self.binary else 32 * self.out_dim
 
-    @property
-    def plane_weights(self) -> tuple[float, ...]:
-        return tuple(0.5 ** i for i in range(self.planes))
-
 
 class RBEHead(nn.Module):
     def __init__(self, cfg: HeadConfig):

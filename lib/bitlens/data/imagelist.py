@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from bitlens.data.coco import load_rgb
+from bitlens.labels import MISSING_LABEL
 
-MISSING_LABEL = 99999
 FORMATS = ("imagenet", "sun")
 _ATTRIBUTE_VALUES = {"1": 1.0, "-1": 0.0, "0": 0.0, "2": np.nan}
 

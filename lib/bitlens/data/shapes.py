@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from bitlens import io
+from bitlens.png import png_bytes
 from bitlens.progress import progress
 
 SCENES = ("sky", "grass", "sand", "water", "wall", "night")
@@ -265,13 +265,6 @@ def render_image(seed: int, split: str, index: int, image_size: int = 64, max_ob
 
 
 # -- files -------------------------------------------------------------------------------------------------------
-
-def png_bytes(array: np.ndarray) -> bytes:
-    """PNG with fixed encoder settings and no metadata, so the bytes depend only on the pixels."""
-    buf = _io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
-
 
 def encode_label_map(label_map: np.ndarray) -> np.ndarray:
     """Broden mask pixels for label ids: R = id mod 256, G = id div 256, B = 0."""

@@ -24,6 +24,7 @@ from bitlens import metrics
 from bitlens import cli
 from bitlens.codes import binarize_sigmoid, load_codes
 from bitlens.data.attributes import resolve_names
+from bitlens.labels import MISSING_LABEL
 
 PROG = "python -m bitlens.ibc.evaluate"
 
@@ -65,7 +66,7 @@ def binary_codes_of(codes, binarize: float | None, source: str = "codes") -> np.
 
 def check_labels_and_grm(labels: np.ndarray, GRM, source: str = "lab") -> None:
     """Class labels are 0-based (99999 = missing) and index the GRM's rows; the GRM is finite."""
-    known = labels[labels != 99999]
+    known = labels[labels != MISSING_LABEL]
     if known.size and known.min() < 0:
         raise ValueError(f"{source}: field 'lab' column 0 holds class label {int(known.min())}; labels must be "
                          f"0-based class indices (99999 = missing): shift them so the first class is 0")

@@ -29,7 +29,7 @@ def official_lab(image_list, n: int | None = None) -> np.ndarray:
 def extract_codes(model, image_list, root, resize: int, crop: int, device: str = "cpu", batch_size: int = 200,
                   max_samples: int = 50_000, num_workers: int = 0):
     """(sigmoid codes float32 (N, K), lab (N, 1 + attributes)) for the first min(len, max_samples) items."""
-    from bitlens.ibc.train import ImageListImages, collate_normalized
+    from bitlens.ibc.images import ImageListImages, collate_normalized
 
     n = min(len(image_list), max_samples)
     ds = ImageListImages(image_list, root, resize, crop, normalized=False)

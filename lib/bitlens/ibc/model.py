@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-MISSING_LABEL = 99999
+from bitlens.labels import MISSING_LABEL
+
 BACKBONES = ("alexnet", "small")
 ALEXNET_HIDDEN = 4096
 SMALL_STRIDE = 8  # the small backbone maps a 64-px input to an 8×8 grid
@@ -227,10 +228,6 @@ class IBC(nn.Module):
                 {"params": list(e.real_prediction.parameters()), "lr": lr * 10},
                 {"params": [self.GRM], "lr": lr * 10}]
 
-    def lr_x10_parameters(self):
-        """The parameters trained at 10× the base learning rate."""
-        return [p for g in self.param_groups(1.0) if g["lr"] == 10 for p in g["params"]]
-
 
 # -- building and loading ------------------------------------------------------------------
 
@@ -280,14 +277,18 @@ def build_from_params(exp: dict, num_classes: int, root=None, seed: int | None =
         if exp["backbone"] != "small" or weights is None:
             raise ValueError("bit_init: readouts needs backbone: small and a backbone_weights file written by "
                              "bitlens.ibc.pretrain (its read-outs lie beside it); set bit_init: kaiming otherwise")
-        from bitlens.ibc.pretrain import readouts_path
-
         # not part of the state dict: 20_ibc_train records it (run_summary), 21_ibc_dissect compares it with the labels
         model.bit_init_concepts = init_bits_from_readouts(model, load_readouts(readouts_path(weights)))
     return model
 
 
 READOUT_ORDER = ("shape", "color", "texture")
+
+
+def readouts_path(weights_path) -> Path:
+    """Where the concept pretraining keeps the read-outs of a weights file: `<weights>.readouts.pt` beside it."""
+    weights_path = Path(weights_path)
+    return weights_path.with_name(weights_path.name + ".readouts.pt")
 
 
 def load_readouts(path) -> dict:

@@ -21,7 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bitlens.data import shapes
-from bitlens.ibc.train import IMAGENET_MEAN, IMAGENET_STD  # the IBC trainer's normalisation
+from bitlens.ibc.images import IMAGENET_MEAN, IMAGENET_STD  # the IBC trainer's normalisation
+from bitlens.ibc.model import readouts_path, small_features
 from bitlens.progress import progress
 
 HEADS = {"shape": len(shapes.SHAPES) + 1, "color": len(shapes.COLOR_NAMES) + 1,
@@ -165,14 +166,6 @@ def readouts_from_heads(heads: ConceptHeads) -> dict:
             for k, h in heads.pixel.items()}
 
 
-def readouts_path(weights_path) -> "Path":
-    """Where ensure_pretrained keeps the read-outs of a weights file: `<weights>.readouts.pt` beside it."""
-    from pathlib import Path
-
-    weights_path = Path(weights_path)
-    return weights_path.with_name(weights_path.name + ".readouts.pt")
-
-
 PRETRAIN_VERSION = 3  # bump when the recipe changes, so stale weights files are rebuilt
 
 
@@ -216,7 +209,6 @@ def pretrain_experiments(params: dict, root=None, log=print) -> dict:
     """For every IBC experiment of `params` with the small backbone and a `backbone_weights` file inside the
     generated Shapes world: ensure_pretrained() on that world's training images. {name: record}."""
     from bitlens.config import resolve_path
-    from bitlens.ibc.model import small_features
 
     S, R = params["data"]["shapes"], params["ibc"]["pretrain"]
     if not S["generate"]:

@@ -295,6 +295,24 @@ DEFINE_SCALAR_SCAN(scan_popcnt, __attribute__((target("popcnt"))))
  * units can work on the same pair at once. */
 #define AVX2_ACC(W, PQ, PD, VW)                                                                       \
     __m256i acc = _mm256_setzero_si256();                                                             \
+    if (C421 && (VW) <= 8) {                                                                          \
+        /* Horner's rule on the byte counts, one SAD: a byte holds at most ((16·2 + 16 + 16)·2 + 16) */ \
+        __m256i bytes = _mm256_setzero_si256();                                                       \
+        for (int i = 0; i < 2; i++)                                                                   \
+            for (int j = 0; j < 2; j++) {                                                             \
+                const uint64_t *a = qrow + i * J->qs, *b = drow + j * J->ds;                          \
+                if (j == 1) bytes = _mm256_add_epi8(bytes, bytes);                                    \
+                for (int w = 0; w < (VW); w += 4) {                                                   \
+                    __m256i x = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(a + w)),        \
+                                                 _mm256_loadu_si256((const __m256i *)(b + w)));       \
+                    __m256i lo = _mm256_and_si256(x, low4);                                           \
+                    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(x, 4), low4);                     \
+                    bytes = _mm256_add_epi8(bytes, _mm256_shuffle_epi8(lut, lo));                     \
+                    bytes = _mm256_add_epi8(bytes, _mm256_shuffle_epi8(lut, hi));                     \
+                }                                                                                     \
+            }                                                                                         \
+        acc = _mm256_sad_epu8(bytes, _mm256_setzero_si256());                                         \
+    } else                                                                                            \
     for (int i = 0; i < (PQ); i++) {                                                                  \
         const uint64_t *a = qrow + i * J->qs;                                                         \
         for (int j = 0; j < (PD); j++) {                                                              \

@@ -10,8 +10,9 @@
 
 The pictures come from the Shapes world; its shape, colour and texture maps give the object, colour and texture
 labels, so a few labels have real pixels behind them; a patch of high-contrast waves painted on every fourth
-picture is the object `ocean`, SUN's customized-retrieval target (and the water scene is `ocean-s`). Numbers and names follow Broden's conventions (colours -c,
-scenes -s, materials -m); the vocabulary is the replica's own, not Broden's 1,197 labels.
+picture is the object `ocean`, SUN's customized-retrieval target (and the water scene is `ocean-s`). Numbers and
+names follow Broden's conventions (colours -c, scenes -s, materials -m); the vocabulary is the replica's own,
+not Broden's 1,197 labels.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ import numpy as np
 from PIL import Image
 
 from bitlens import io
-from bitlens.data.shapes import (COLOR_NAMES, SCENES, SHAPES, TEXTURES, encode_label_map, png_bytes, render_image,
-                                 texture_pattern)
+from bitlens.data.shapes import COLOR_NAMES, SCENES, SHAPES, TEXTURES, encode_label_map, render_image, texture_pattern
+from bitlens.png import png_bytes
 from bitlens.replica.images import jpeg_bytes
 
 IMAGE_SIZE, MASK_SIZE = 224, 112

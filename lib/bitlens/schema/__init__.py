@@ -1,5 +1,5 @@
 """The params schema, one module per section. `bitlens.config` validates profiles against `SCHEMA`."""
-from bitlens.config import Field
+from bitlens.schema.fields import Field
 from bitlens.schema.bebr import BEBR
 from bitlens.schema.data import DATA
 from bitlens.schema.dissect import DISSECT

@@ -1,5 +1,5 @@
 """`bebr:` — CLIP features, the three heads, training and evaluation (the authors' settings: docs/training.md)."""
-from bitlens.config import Field, MapOf
+from bitlens.schema.fields import Field, MapOf
 
 TIES = ["pessimistic", "optimistic", "expected", "index"]
 

@@ -1,5 +1,5 @@
 """`data:` — where every dataset lives, and the generated Shapes world."""
-from bitlens.config import Field, MapOf
+from bitlens.schema.fields import Field, MapOf
 
 COCO_HINT = ("COCO 2017 from the official COCO site: train2017.zip, val2017.zip, annotations_trainval2017.zip; "
              "see data/README.md for the layout")

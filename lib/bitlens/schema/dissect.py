@@ -1,5 +1,5 @@
 """`dissect:` — Network Dissection of every IBC bit."""
-from bitlens.config import Field
+from bitlens.schema.fields import Field
 
 DISSECT = {
     "enabled": Field(bool, True, help="run dissection and the bit browser"),

@@ -1,5 +1,5 @@
 """`ibc:` — IBC experiments (the authors' configs/*.yaml), the tiny code-length sweep and released artifacts."""
-from bitlens.config import Field, MapOf
+from bitlens.schema.fields import Field, MapOf
 
 ALEXNET_HINT = ("AlexNet backbone weights: torchvision's ImageNet file alexnet-owt-7be5be79.pth (ImageNet "
                 "experiments) or the Places365 AlexNet alexnet_places365.pth.tar shipped in the authors' SUN-120K "

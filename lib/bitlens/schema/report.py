@@ -1,5 +1,5 @@
 """`report:` — the reproduction report."""
-from bitlens.config import Field
+from bitlens.schema.fields import Field
 
 REPORT = {
     "enabled": Field(bool, True, help="build the report"),
