@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bitlens import io
 
-REPLICA_VERSION = 2
+REPLICA_VERSION = 5
 MANIFEST = "replica.json"
 
 

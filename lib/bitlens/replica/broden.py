@@ -9,9 +9,10 @@
   c_<category>.csv (code,number,name,frequency,coverage); label 0 ('-') is implicit.
 
 The pictures come from the Shapes world; its shape, colour and texture maps give the object, colour and texture
-labels, so a few labels have real pixels behind them; a block of each water-scene background is the object
-`ocean` (and the scene is `ocean-s`). Numbers and names follow Broden's conventions (colours -c,
-scenes -s, materials -m); the vocabulary is the replica's own, not Broden's 1,197 labels.
+labels, so a few labels have real pixels behind them; a patch of high-contrast waves painted on every fourth
+picture is the object `ocean`, SUN's customized-retrieval target (and the water scene is `ocean-s`). Numbers and
+names follow Broden's conventions (colours -c, scenes -s, materials -m); the vocabulary is the replica's own,
+not Broden's 1,197 labels.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from bitlens import io
-from bitlens.data.shapes import COLOR_NAMES, SCENES, SHAPES, TEXTURES, encode_label_map, render_image
+from bitlens.data.shapes import COLOR_NAMES, SCENES, SHAPES, TEXTURES, encode_label_map, render_image, texture_pattern
 from bitlens.png import png_bytes
 from bitlens.replica.images import jpeg_bytes
 
@@ -87,7 +88,15 @@ def write_broden(root: Path, seed: int, n_images: int = N_IMAGES) -> dict:
     for i in range(n_images):
         im = render_image(seed, "broden", i, IMAGE_SIZE, max_objects=3)
         stem = f"replica/replica_{i + 1:05d}"
-        io.write_bytes(root / "images" / f"{stem}.jpg", jpeg_bytes(Image.fromarray(im.image)))
+        picture = im.image.copy()
+        ocean = None
+        if i % 4 == 0:  # a patch of high-contrast waves (mask cells; the picture is twice the mask's side)
+            y, x = rng.integers(0, MASK_SIZE - 32, 2)
+            h, w = rng.integers(16, 32, 2)
+            ocean = (slice(y, y + h), slice(x, x + w))
+            waves = texture_pattern("striped", 2 * int(max(h, w)), int(rng.integers(8)))[:2 * h, :2 * w]
+            picture[2 * y:2 * (y + h), 2 * x:2 * (x + w)] = np.where(waves[..., None], (20, 40, 90), (235, 245, 255))
+        io.write_bytes(root / "images" / f"{stem}.jpg", jpeg_bytes(Image.fromarray(picture)))
         maps = {"color": np.where(im.color_map > 0, num["color"][0] - 1 + im.color_map, 0),
                 "object": np.where(im.shape_map > 0, shape_ids[np.maximum(im.shape_map - 1, 0)], 0)}
         small = {cat: _nearest(m, MASK_SIZE) for cat, m in maps.items()}
@@ -98,13 +107,15 @@ def write_broden(root: Path, seed: int, n_images: int = N_IMAGES) -> dict:
             h, w = rng.integers(12, 60, 2)
             mat[y:y + h, x:x + w] = rng.choice(num["material"])
         small["material"] = mat
-        # object labels beyond the six shapes: a block of background (Broden's objects cover much of each image);
-        # on the water scene it is `ocean`, so that SUN's target attribute has a dissection label to meet
+        # object labels beyond the six shapes: a block of background (Broden's objects cover much of each image)
         y, x = rng.integers(0, MASK_SIZE // 2, 2)
         extra = small["object"].copy()
-        other = rng.choice(num["object"][len(SHAPES) + 1:])
-        block = int(num["object"][len(SHAPES)]) if im.scene == "water" else int(other)
+        block = int(rng.choice(num["object"][len(SHAPES) + 1:]))
         extra[y:y + 40, x:x + 40] = np.where(extra[y:y + 40, x:x + 40] == 0, block, extra[y:y + 40, x:x + 40])
+        # `ocean`, SUN's target attribute: the wave patches, whose high contrast random units' strongest activations
+        # tend to meet (as they meet the textured white objects), so that the dissection ties some bits to it
+        if ocean is not None:
+            extra[ocean] = num["object"][len(SHAPES)]
         small["object"] = extra
         # parts: two masks per image (Broden's part cells list several PNGs), top/bottom halves of the objects
         fg = small["object"] > 0
