@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bitlens import io
+from bitlens.cache import file_digest
 from bitlens.stages import StageSpec
 
 MARKER = ".stage.json"
@@ -119,14 +120,6 @@ def _stat_listing(stage_dir: Path) -> dict[str, list[int]]:
     return {str(p.relative_to(stage_dir)): [p.stat().st_size, p.stat().st_mtime_ns] for p in _output_files(stage_dir)}
 
 
-def _file_digest(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def outputs_digest(stage_dir: str | Path) -> str:
     """Content hash of every output file of a stage (names and bytes)."""
     stage_dir = Path(stage_dir)
@@ -159,7 +152,7 @@ def changed_outputs(stage_dir: str | Path, marker: Mapping[str, Any] | None = No
         if f not in recorded:
             out.append(f"{f} (added)")
         elif st != recorded[f]:
-            same = (st[0] == recorded[f][0] and f in hashes and _file_digest(stage_dir / f) == hashes[f])
+            same = (st[0] == recorded[f][0] and f in hashes and file_digest(stage_dir / f) == hashes[f])
             if not same and not (f not in hashes and outputs_digest(stage_dir) == marker.get("outputs")):
                 out.append(f"{f} (modified)")
     return sorted(out)
@@ -202,7 +195,7 @@ def write_marker(stage_dir: str | Path, fingerprint: str, by: str, **extra: Any)
     return io.write_json(stage_dir / MARKER, {
         "fingerprint": fingerprint, "by": by, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra,
         "outputs": outputs_digest(stage_dir), "files": _stat_listing(stage_dir),
-        "hashes": {str(p.relative_to(stage_dir)): _file_digest(p) for p in files}})
+        "hashes": {str(p.relative_to(stage_dir)): file_digest(p) for p in files}})
 
 
 def refresh_stats(stage_dir: str | Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,6 +29,17 @@ from bitlens.stages import stage_spec
 COMPLETE_MARKER = fingerprint.MARKER
 TIMINGS = ".timings.json"  # hidden, so not an output: the pipeline copies it into the run manifest
 PIPELINE_ENV = "BITLENS_PIPELINE"  # set by the pipeline: it, not the notebook, marks the stage complete
+
+
+@dataclass
+class Section:
+    """What a stage module's `run(stage)` hands back to its notebook for display: the tables and figures it saved
+    (by name), the sentences computed from its numbers, and the metrics it wrote. Everything here is already on
+    disk; the notebook only shows it."""
+    tables: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    sentences: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def under_pipeline() -> bool:
