@@ -74,4 +74,18 @@ static inline emu512i emu512_shuffle_i64x2(emu512i a, emu512i b, int imm) {
     }
     return r;
 }
+static inline emu512i emu512_loadu_si512(const void *p) {
+    return emu512_maskz_loadu_epi64(0xff, p);
+}
+/* signed 64-bit a <= b per lane, as a mask (bit i = lane i) */
+static inline unsigned char emu512_cmple_epi64_mask(emu512i a, emu512i b) {
+    unsigned char k = 0;
+    for (int i = 0; i < 8; i++) k |= (unsigned char)(((int64_t)a.v[i] <= (int64_t)b.v[i]) << i);
+    return k;
+}
+/* the low 64 bits of each lane's product */
+static inline emu512i emu512_mullox_epi64(emu512i a, emu512i b) {
+    for (int i = 0; i < 8; i++) a.v[i] *= b.v[i];
+    return a;
+}
 #endif

@@ -227,6 +227,7 @@ static inline int coef_is_421(const job_t *J) {
 #define SCAN_BODY(PAIR_COST, BLOCK_COST)                                                              \
     const int64_t *coef = J->coef;                                                                    \
     int64_t sum_all = 0;                                                                              \
+    SCAN_DECL                                                                                         \
     int64_t rowbytes = (int64_t)(PD) * (W) * 8;                                                       \
     int64_t rb = L2_BYTES / (rowbytes > 0 ? rowbytes : 1);                                            \
     if (rb < 16) rb = 16;                                                                             \
@@ -241,11 +242,12 @@ static inline int coef_is_421(const job_t *J) {
                 for (int64_t qi = qb; qi < qe; qi++)                                                  \
                     lim[qi - qb] = query_limit(J, &heaps[qi - q0], nmin, nmax);                       \
             if (qe - qb == QBLOCK) {                                                                  \
+                BLOCK_PREP                                                                            \
                 for (int64_t r = b0; r < b1; r++) {                                                   \
                     const uint64_t *drow = J->d + r * (W);                                            \
                     int64_t bcost[QBLOCK];                                                            \
                     BLOCK_COST                                                                        \
-                    for (int u = 0; u < QBLOCK; u++) { SELECT(qb + u, bcost[u]) }                     \
+                    BLOCK_SELECT                                                                      \
                 }                                                                                     \
             } else {                                                                                  \
                 for (int64_t r = b0; r < b1; r++) {                                                   \
@@ -260,7 +262,17 @@ static inline int coef_is_421(const job_t *J) {
             }                                                                                         \
         }                                                                                             \
     }                                                                                                 \
+    SCAN_END                                                                                          \
     if (FLOOR) *total += sum_all;
+
+/* Hooks a kernel may define before it expands SCAN_BODY (the defaults below suit the scalar and AVX2 ones):
+ *   SCAN_DECL / SCAN_END  state of the whole scan (the AVX-512 floor's vector sum);
+ *   BLOCK_PREP            once per full block of queries, before its rows (AVX-512: the queries into registers);
+ *   BLOCK_SELECT          offers the block's QBLOCK costs bcost[] of row r to the selection (or the floor). */
+#define SCAN_DECL
+#define SCAN_END
+#define BLOCK_PREP
+#define BLOCK_SELECT for (int u = 0; u < QBLOCK; u++) { SELECT(qb + u, bcost[u]) }
 
 /* heaps == NULL asks for the floor (see SCAN_BODY) */
 #define SCAN_ARGS const job_t *J, int64_t q0, int64_t q1, int64_t r0, int64_t r1, heap_t *heaps, int64_t *total
@@ -421,19 +433,22 @@ static __attribute__((target("avx2,popcnt"))) void scan_avx2(SCAN_ARGS) {
 }
 
 /* AVX-512 VPOPCNTDQ: eight words per instruction, the last partial group by a masked (zeroing, non-faulting)
- * load; plane pairs weighted in 64-bit lanes as in the AVX2 cost. */
+ * load; plane pairs weighted in 64-bit lanes as in the AVX2 cost.  QLOAD(U, I, W0) is query U's plane I at word
+ * W0: in a full block of small queries (at most AVX512_QREGS vectors each) they were loaded into registers once
+ * per block (BLOCK_PREP), so a row costs only its own loads. */
 #define AVX512_TARGET "avx512f,avx512vpopcntdq,popcnt"
-#define AVX512_ACC(W, PQ, PD)                                                                         \
+#define AVX512_QREGS 2
+#define AVX512_NV(W) (((W) + 7) / 8)
+#define AVX512_MASK(W, w) ((W) - (w) >= 8 ? (__mmask8)0xff : (__mmask8)((1u << ((W) - (w))) - 1u))
+#define AVX512_ACC(W, PQ, PD, QLOAD)                                                                  \
     __m512i acc = _mm512_setzero_si512();                                                             \
     for (int i = 0; i < (PQ); i++) {                                                                  \
-        const uint64_t *a = qrow + i * J->qs;                                                         \
         for (int j = 0; j < (PD); j++) {                                                              \
             const uint64_t *b = drow + j * J->ds;                                                     \
             __m512i sum = _mm512_setzero_si512();                                                     \
             for (int w = 0; w < (W); w += 8) {                                                        \
-                __mmask8 m = (W) - w >= 8 ? (__mmask8)0xff : (__mmask8)((1u << ((W) - w)) - 1u);      \
-                __m512i x = _mm512_xor_si512(_mm512_maskz_loadu_epi64(m, a + w),                      \
-                                             _mm512_maskz_loadu_epi64(m, b + w));                     \
+                __m512i x = _mm512_xor_si512(QLOAD(u, i, w),                                          \
+                                             _mm512_maskz_loadu_epi64(AVX512_MASK(W, w), b + w));     \
                 sum = _mm512_add_epi64(sum, _mm512_popcnt_epi64(x));                                  \
             }                                                                                         \
             if ((PQ) * (PD) == 1) acc = sum;                                                          \
@@ -444,9 +459,16 @@ static __attribute__((target("avx2,popcnt"))) void scan_avx2(SCAN_ARGS) {
         }                                                                                             \
     }
 
+#define AVX512_QMEM(U, I, W0) _mm512_maskz_loadu_epi64(AVX512_MASK(W, W0), qrow + (I) * J->qs + (W0))
+#define AVX512_QREG(U, I, W0)                                                                         \
+    (AVX512_QUERY_IN_REGS ? qv[U][(I) * AVX512_NV(W) + (W0) / 8] : AVX512_QMEM(U, I, W0))
+#define AVX512_QUERY_IN_REGS ((PQ) * AVX512_NV(W) <= AVX512_QREGS)
+
 #define AVX512_COST(W, PQ, PD)                                                                        \
     {                                                                                                 \
-        AVX512_ACC(W, PQ, PD)                                                                         \
+        const int u = 0;                                                                              \
+        (void)u;                                                                                      \
+        AVX512_ACC(W, PQ, PD, AVX512_QMEM)                                                            \
         cost = _mm512_reduce_add_epi64(acc);                                                          \
         if ((PQ) * (PD) == 1) cost *= coef[0];                                                        \
     }
@@ -457,20 +479,53 @@ static __attribute__((target("avx2,popcnt"))) void scan_avx2(SCAN_ARGS) {
  * 0xDD chunks 1, 3 */
 #define AVX512_HALVE(X, Y) _mm512_add_epi64(_mm512_shuffle_i64x2(X, Y, 0x88), _mm512_shuffle_i64x2(X, Y, 0xDD))
 
+/* the QBLOCK costs of row r, one per lane (query qb + u in lane u) */
 #define AVX512_BLOCK(W, PQ, PD)                                                                       \
+    __m512i vcost;                                                                                    \
     {                                                                                                 \
         __m512i accs[QBLOCK];                                                                         \
         for (int u = 0; u < QBLOCK; u++) {                                                            \
             const uint64_t *qrow = J->q + (qb + u) * (W);                                             \
-            AVX512_ACC(W, PQ, PD)                                                                     \
+            (void)qrow;                                                                               \
+            AVX512_ACC(W, PQ, PD, AVX512_QREG)                                                        \
             accs[u] = acc;                                                                            \
         }                                                                                             \
         __m512i t0 = AVX512_PAIRS(accs[0], accs[1]), t1 = AVX512_PAIRS(accs[2], accs[3]);             \
         __m512i t2 = AVX512_PAIRS(accs[4], accs[5]), t3 = AVX512_PAIRS(accs[6], accs[7]);             \
         __m512i w0 = AVX512_HALVE(t0, t1), w1 = AVX512_HALVE(t2, t3);                                 \
-        _mm512_storeu_si512((void *)bcost, AVX512_HALVE(w0, w1));                                     \
-        if ((PQ) * (PD) == 1 && coef[0] != 1)                                                         \
-            for (int u = 0; u < QBLOCK; u++) bcost[u] *= coef[0];                                     \
+        vcost = AVX512_HALVE(w0, w1);                                                                 \
+        if ((PQ) * (PD) == 1 && coef[0] != 1) vcost = _mm512_mullox_epi64(vcost, _mm512_set1_epi64(coef[0])); \
+    }
+
+/* The selection behind one vector comparison per row: the QBLOCK costs against the QBLOCK limits; only a lane
+ * that passes goes to the scalar admission (rare once the lists are full).  The floor adds the costs in a vector
+ * and sums it once at the end. */
+#undef SCAN_DECL
+#undef SCAN_END
+#undef BLOCK_PREP
+#undef BLOCK_SELECT
+#define SCAN_DECL __m512i vsum = _mm512_setzero_si512();
+#define SCAN_END if (FLOOR) sum_all += _mm512_reduce_add_epi64(vsum);
+#define BLOCK_PREP                                                                                    \
+    __m512i qv[QBLOCK][AVX512_QREGS];                                                                 \
+    if (AVX512_QUERY_IN_REGS)                                                                         \
+        for (int u = 0; u < QBLOCK; u++)                                                              \
+            for (int i = 0; i < (PQ); i++)                                                            \
+                for (int w = 0; w < (W); w += 8)                                                      \
+                    qv[u][i * AVX512_NV(W) + w / 8] = _mm512_maskz_loadu_epi64(                       \
+                        AVX512_MASK(W, w), J->q + (qb + u) * (W) + i * J->qs + w);
+#define BLOCK_SELECT                                                                                  \
+    if (FLOOR) vsum = _mm512_add_epi64(vsum, vcost);                                                  \
+    else {                                                                                            \
+        __mmask8 pass = _mm512_cmple_epi64_mask(vcost, _mm512_loadu_si512((const void *)lim));        \
+        if (pass) {                                                                                   \
+            _mm512_storeu_si512((void *)bcost, vcost);                                                \
+            while (pass) {                                                                            \
+                int u = __builtin_ctz(pass);                                                          \
+                pass &= pass - 1;                                                                     \
+                lim[u] = admit(J, &heaps[qb + u - q0], bcost[u], r, nmin, nmax, lim[u]);             \
+            }                                                                                         \
+        }                                                                                             \
     }
 
 static inline __attribute__((always_inline, target(AVX512_TARGET)))
