@@ -47,7 +47,7 @@ def main(argv=None):
         print(f"note: --repeat {a.repeat} < 3, fine for a smoke run only")
     import faiss
 
-    ours = "native" if search._native_module() is not None else "auto"
+    ours = "native" if search.kernel.module() is not None else "auto"
     be = search.resolve_backend(ours)
     kern = search.native_kernel()
     be_label = f"{be}, {kern}" if kern else be

@@ -58,7 +58,7 @@ def main(argv=None):
     db = rng.integers(0, 256, (a.nb, m // 8), dtype=np.uint8)
     qf = torch.randn(a.nq, d, device=dev, dtype=torch.float16)
     xf = torch.randn(a.nb, d, device=dev, dtype=torch.float16)  # 1 KB per item resident: the float index
-    db_gpu = search._gpu_unpack_pm1(db, dev)  # 1 KB per item resident int8 (the packed host copy is 128 B)
+    db_gpu = search.cuda.gpu_unpack_pm1(db, dev)  # 1 KB per item resident int8 (the packed host copy is 128 B)
 
     def synced(fn):
         def run():
@@ -72,7 +72,7 @@ def main(argv=None):
     dc = codes.RecurrentCode(planes(a.nb), (1.0, 0.5), d)
     runs = {
         "fp16": synced(lambda: fp16_topk(qf, xf, a.k, a.chunk, search.MAX_BLOCK_ELEMS)),
-        "hamming resident": synced(lambda: search.cuda_resident_hamming_topk(q, db_gpu, a.k)),
+        "hamming resident": synced(lambda: search.cuda.resident_hamming_topk(q, db_gpu, a.k)),
         "hamming host": synced(lambda: search.hamming_topk(q, db, a.k, backend="cuda", chunk_size=a.chunk)),
         "sdc host": synced(lambda: search.sdc_topk(qc, dc, a.k, metric="ip", backend="cuda", chunk_size=a.chunk)),
     }
@@ -80,7 +80,7 @@ def main(argv=None):
     t = dict(zip(runs, speed.measure_many(list(runs.values()), a.repeat)))
 
     # the resident and the host path agree, and both agree with the CPU reference on a sample of queries
-    _, i_res = search.cuda_resident_hamming_topk(q[:64], db_gpu, a.k)
+    _, i_res = search.cuda.resident_hamming_topk(q[:64], db_gpu, a.k)
     _, i_host = search.hamming_topk(q[:64], db, a.k, backend="cuda", chunk_size=a.chunk)
     same = bool((i_res.cpu().numpy() == i_host).all())
     size = f"{a.nq:,} × {a.nb:,}"

@@ -26,14 +26,14 @@ CHILD = textwrap.dedent('''
     for m, k, chunk in ((70, 10, 23), (33, 40, 64)):  # k=40 > tile: the GEMM + torch.topk path
         q, db = codes.pack(tied(5, m, 1)), codes.pack(tied(40, m, 2))
         ref = search.hamming_topk(q, db, k, backend="numpy")
-        got = search._cuda_hamming_topk(q, db, min(k, 40), chunk, dev=cpu)
+        got = search.cuda.hamming_topk(q, db, min(k, 40), chunk, dev=cpu)
         assert got[0].dtype == np.int32
         np.testing.assert_array_equal(got[0], ref[0])
         np.testing.assert_array_equal(got[1], ref[1])
         # the resident variant
         if k > gpu_topk.BN:
             continue
-        d2, i2 = search.cuda_resident_hamming_topk(q, search._gpu_unpack_pm1(db, cpu), min(k, 40))
+        d2, i2 = search.cuda.resident_hamming_topk(q, search.cuda.gpu_unpack_pm1(db, cpu), min(k, 40))
         np.testing.assert_array_equal(i2.numpy(), ref[1])
         np.testing.assert_array_equal(d2.numpy(), ref[0])
 
@@ -45,10 +45,10 @@ CHILD = textwrap.dedent('''
     for m, k, chunk in ((37, 7, 25),):
         qc, dc = rec(5, m, 3), rec(40, m, 4)
         ref = search.sdc_topk(qc, dc, k, backend="numpy")
-        got = search._cuda_sdc_topk(qc, dc, k, "ip", chunk, dev=cpu)
+        got = search.cuda.sdc_topk(qc, dc, k, "ip", chunk, dev=cpu)
         np.testing.assert_array_equal(got[1], ref[1])
         np.testing.assert_array_equal(got[0], ref[0])
-    assert not search._FUSED_BROKEN, search._FUSED_BROKEN
+    assert not search.cuda.FUSED_BROKEN, search.cuda.FUSED_BROKEN
     print("FUSED-OK")
 ''')
 

@@ -3,10 +3,10 @@ import pytest
 
 from bitlens import codes, search
 
-NATIVE = pytest.param("native", marks=pytest.mark.skipif(search._native_module() is None,
+NATIVE = pytest.param("native", marks=pytest.mark.skipif(search.kernel.module() is None,
                                                           reason="native kernel not built (make setup)"))
 BACKENDS = ["numpy", "faiss", NATIVE]
-CPU_BACKENDS = ["numpy", "faiss", "native"] if search._native_module() is not None else ["numpy", "faiss"]
+CPU_BACKENDS = ["numpy", "faiss", "native"] if search.kernel.module() is not None else ["numpy", "faiss"]
 
 
 def _tied_codes(n, m, seed):
@@ -118,7 +118,7 @@ def test_cuda_backend_matches_numpy():
 
 # -- the native kernel: identical to numpy in every shape, kernel variant and work split ----------------------
 
-native_only = pytest.mark.skipif(search._native_module() is None, reason="native kernel not built (make setup)")
+native_only = pytest.mark.skipif(search.kernel.module() is None, reason="native kernel not built (make setup)")
 
 
 def _recurrent_tied(n, m, planes, seed):
@@ -135,7 +135,7 @@ KERNELS = ["auto", "generic", "popcnt", "avx2", "avx512"]
 @pytest.fixture(params=KERNELS)
 def kernel(request):
     """Forces each kernel in turn; one this CPU lacks is skipped with its name and what it needs."""
-    mod = search._native_module()
+    mod = search.kernel.module()
     if mod is None:
         pytest.skip("native kernel not built (make setup)")
     name = request.param
@@ -195,7 +195,7 @@ def test_without_the_native_kernel_auto_falls_back_to_identical_results(monkeypa
     rq, rdb = _recurrent_tied(5, 70, 2, 1), _recurrent_tied(300, 70, 2, 2)
     ref_h = search.hamming_topk(q, db, 12, backend="numpy")
     ref_s = search.sdc_topk(rq, rdb, 12, metric="cosine", backend="numpy")
-    monkeypatch.setattr(search, "_native_module", lambda: None)
+    monkeypatch.setattr(search.kernel, "module", lambda: None)
     assert search.resolve_backend("auto") in ("faiss", "numpy")
     with pytest.raises(ImportError, match="make setup"):
         search.resolve_backend("native")
@@ -282,7 +282,7 @@ def test_floor_sums_every_pair_distance(kernel, m, nq):
 
 @native_only
 def test_a_kernel_the_cpu_lacks_is_refused_never_replaced():
-    mod = search._native_module()
+    mod = search.kernel.module()
     with pytest.raises(ValueError, match="unknown kernel"):
         mod.set_kernel("sse9")
     missing = [k for k in mod.KERNELS if k not in mod.kernels()]
@@ -296,7 +296,7 @@ def test_a_kernel_the_cpu_lacks_is_refused_never_replaced():
 @native_only
 def test_bitlens_native_0_turns_the_native_search_off(monkeypatch):
     monkeypatch.setenv("BITLENS_NATIVE", "0")
-    assert search._native_module() is None
+    assert search.kernel.module() is None
     assert search.native_kernel() is None
     assert search.resolve_backend("auto") in ("faiss", "numpy")
     with pytest.raises(ImportError, match="make setup"):

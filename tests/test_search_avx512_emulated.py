@@ -60,7 +60,7 @@ def emulated(tmp_path_factory):
 
 @pytest.fixture
 def use(emulated, monkeypatch):
-    monkeypatch.setattr(search, "_native_module", lambda: emulated)
+    monkeypatch.setattr(search.kernel, "module", lambda: emulated)
     return emulated
 
 

@@ -52,7 +52,7 @@ def test_systems_must_share_n():
 
 
 def test_float_system_without_faiss_uses_numpy(monkeypatch):
-    monkeypatch.setattr(search, "_has_faiss", lambda: False)
+    monkeypatch.setattr(search.faiss_backend, "available", lambda: False)
     rng = np.random.default_rng(0)
     q, x = rng.standard_normal((3, 8)), rng.standard_normal((20, 8))
     s = speed.float_system(q, x, 4)

@@ -181,7 +181,7 @@ def _hamming_block(Qp: np.ndarray, Dp: np.ndarray) -> np.ndarray:
     """(rows, items) uint16 Hamming distances of packed codes (faiss kernel when installed)."""
     from bitlens import search
 
-    d = search.hamming_distances(Qp, Dp, backend="faiss" if search._has_faiss() else "numpy")
+    d = search.hamming_distances(Qp, Dp, backend="faiss" if search.faiss_backend.available() else "numpy")
     return d.astype(np.uint16)
 
 

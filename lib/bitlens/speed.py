@@ -63,7 +63,7 @@ def bebr_system(query: codes.RecurrentCode, db: codes.RecurrentCode, k: int, met
 def float_system(query, db, k: int) -> System:
     q = np.ascontiguousarray(query, dtype=np.float32)
     x = np.ascontiguousarray(db, dtype=np.float32)
-    if search._has_faiss():
+    if search.faiss_backend.available():
         import faiss
 
         index = faiss.IndexFlatIP(x.shape[1])
