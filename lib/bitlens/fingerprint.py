@@ -120,17 +120,17 @@ def _stat_listing(stage_dir: Path) -> dict[str, list[int]]:
     return {str(p.relative_to(stage_dir)): [p.stat().st_size, p.stat().st_mtime_ns] for p in _output_files(stage_dir)}
 
 
-def outputs_digest(stage_dir: str | Path) -> str:
-    """Content hash of every output file of a stage (names and bytes)."""
-    stage_dir = Path(stage_dir)
+def _digest_of(hashes: Mapping[str, str]) -> str:
     h = hashlib.sha256()
-    for p in _output_files(stage_dir):
-        h.update(str(p.relative_to(stage_dir)).encode() + b"\0")
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        h.update(b"\0")
+    for name in sorted(hashes):
+        h.update(f"{name}\0{hashes[name]}\0".encode())
     return h.hexdigest()
+
+
+def outputs_digest(stage_dir: str | Path) -> str:
+    """Content hash of every output file of a stage: its names and the digest of each file's bytes."""
+    stage_dir = Path(stage_dir)
+    return _digest_of({str(p.relative_to(stage_dir)): file_digest(p) for p in _output_files(stage_dir)})
 
 
 def changed_outputs(stage_dir: str | Path, marker: Mapping[str, Any] | None = None) -> list[str]:
@@ -191,11 +191,10 @@ def clear_marker(stage_dir: str | Path) -> None:
 def write_marker(stage_dir: str | Path, fingerprint: str, by: str, **extra: Any) -> Path:
     """Mark a stage complete: its fingerprint and the digest of the outputs it just wrote."""
     stage_dir = Path(stage_dir)
-    files = _output_files(stage_dir)
+    hashes = {str(p.relative_to(stage_dir)): file_digest(p) for p in _output_files(stage_dir)}  # read once
     return io.write_json(stage_dir / MARKER, {
         "fingerprint": fingerprint, "by": by, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra,
-        "outputs": outputs_digest(stage_dir), "files": _stat_listing(stage_dir),
-        "hashes": {str(p.relative_to(stage_dir)): file_digest(p) for p in files}})
+        "outputs": _digest_of(hashes), "files": _stat_listing(stage_dir), "hashes": hashes})
 
 
 def refresh_stats(stage_dir: str | Path) -> None:
