@@ -17,7 +17,7 @@ if sys.platform == "darwin":  # Apple clang has no -fopenmp without libomp; buil
 def native(name: str) -> Extension:
     # optional: without a C compiler the install still succeeds and bitlens uses its numpy/faiss fallbacks
     return Extension(f"bitlens.native.{name}", [f"lib/bitlens/native/{name}.c"],
-                     depends=["lib/bitlens/native/buffers.h"], extra_compile_args=CFLAGS, extra_link_args=LDFLAGS,
+                     depends=["lib/bitlens/native/buffers.h", "lib/bitlens/native/kernels.h"], extra_compile_args=CFLAGS, extra_link_args=LDFLAGS,
                      optional=True)
 
 

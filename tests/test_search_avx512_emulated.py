@@ -45,7 +45,7 @@ def emulated(tmp_path_factory):
     (out / "_search.c").write_text(src)
     so = out / ("_search" + sysconfig.get_config_var("EXT_SUFFIX"))
     cmd = [cc, "-shared", "-fPIC", "-O2", "-fopenmp", "-std=c11", "-fno-strict-aliasing", f"-I{EMU}",
-           f"-I{sysconfig.get_paths()['include']}", str(out / "_search.c"), "-o", str(so)]
+           f"-I{SOURCE.parent}", f"-I{sysconfig.get_paths()['include']}", str(out / "_search.c"), "-o", str(so)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, f"building the emulated kernel failed:\n{' '.join(cmd)}\n{res.stderr}"
     spec = importlib.util.spec_from_file_location("_search", so)

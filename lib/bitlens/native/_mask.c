@@ -104,7 +104,6 @@ typedef void (*maps_fn)(MASK_ARGS);
 enum { K_GENERIC, K_AVX2, K_AVX512, K_COUNT };
 static const char *const KERNEL_NAMES[K_COUNT] = {"generic", "avx2", "avx512"};
 static const char *const KERNEL_NEEDS[K_COUNT] = {"nothing", "AVX2", "AVX-512 F (avx512f)"};
-static int g_kernel_choice = -1;
 
 static int best_kernel(void) {
     int best = K_GENERIC;
@@ -116,7 +115,7 @@ static int best_kernel(void) {
     return best;
 }
 
-static int pick_kernel(void) { return g_kernel_choice >= 0 ? g_kernel_choice : best_kernel(); }
+#include "kernels.h"
 
 static maps_fn kernel_fn(int c) {
 #ifdef BITLENS_X86
@@ -224,50 +223,8 @@ static PyObject *py_set_kernel(PyObject *self, PyObject *args) {
     const char *name;
     (void)self;
     if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
-    int c;
-    if (strcmp(name, "auto") == 0) c = -1;
-    else {
-        for (c = 0; c < K_COUNT && strcmp(name, KERNEL_NAMES[c]) != 0; c++) {}
-        if (c == K_COUNT) {
-            PyErr_Format(PyExc_ValueError, "unknown kernel '%s'; valid: 'auto', 'generic', 'avx2', 'avx512'", name);
-            return NULL;
-        }
-        if (c > best_kernel()) {  /* never a silent substitute */
-            PyErr_Format(PyExc_RuntimeError, "kernel '%s' needs %s, which this CPU lacks (best here: '%s')",
-                         KERNEL_NAMES[c], KERNEL_NEEDS[c], KERNEL_NAMES[best_kernel()]);
-            return NULL;
-        }
-    }
-    g_kernel_choice = c;
-    Py_RETURN_NONE;
-}
-
-static PyObject *py_kernel(PyObject *self, PyObject *noargs) {
-    (void)self; (void)noargs;
-    return PyUnicode_FromString(KERNEL_NAMES[pick_kernel()]);
-}
-
-static PyObject *py_kernels(PyObject *self, PyObject *noargs) {
-    (void)self; (void)noargs;
-    int best = best_kernel();
-    PyObject *out = PyTuple_New(best + 1);
-    if (!out) return NULL;
-    for (int c = 0; c <= best; c++) {
-        PyObject *s = PyUnicode_FromString(KERNEL_NAMES[c]);
-        if (!s) { Py_DECREF(out); return NULL; }
-        PyTuple_SET_ITEM(out, c, s);
-    }
-    return out;
-}
-
-static PyObject *py_kernel_needs(PyObject *self, PyObject *args) {
-    const char *name;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
-    for (int c = 0; c < K_COUNT; c++)
-        if (strcmp(name, KERNEL_NAMES[c]) == 0) return PyUnicode_FromString(KERNEL_NEEDS[c]);
-    PyErr_Format(PyExc_ValueError, "unknown kernel '%s'", name);
-    return NULL;
+    int c = kernel_index(name);
+    return c < -1 ? NULL : choose_kernel(c);
 }
 
 static PyMethodDef methods[] = {
@@ -275,9 +232,7 @@ static PyMethodDef methods[] = {
      "mask_pixels(maps, thr, n, h, w, c0, c1, cw0, cw1, r0, r1, rw0, rw1, out_map, out_pix[, threads]) -> count"},
     {"set_kernel", py_set_kernel, METH_VARARGS,
      "set_kernel('auto' | 'generic' | 'avx2' | 'avx512'): force a kernel; one the CPU lacks raises RuntimeError"},
-    {"kernel", py_kernel, METH_NOARGS, "name of the kernel the next call uses"},
-    {"kernels", py_kernels, METH_NOARGS, "names of the kernels this CPU runs, best last"},
-    {"kernel_needs", py_kernel_needs, METH_VARARGS, "what a kernel needs of the CPU, in words"},
+    KERNEL_METHODS,
     {NULL, NULL, 0, NULL},
 };
 

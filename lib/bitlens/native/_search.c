@@ -556,7 +556,6 @@ static const char *const KERNEL_NAMES[K_COUNT] = {"generic", "popcnt", "avx2", "
 static const char *const KERNEL_NEEDS[K_COUNT] = {
     "nothing", "the popcnt instruction", "AVX2 and popcnt", "AVX-512 F and VPOPCNTDQ (avx512f, avx512_vpopcntdq)"};
 
-static int g_kernel_choice = -1;  /* -1 auto, else a K_* the CPU has */
 
 /* the best kernel this CPU runs (every lower one runs too) */
 static int best_kernel(void) {
@@ -572,7 +571,7 @@ static int best_kernel(void) {
     return best;
 }
 
-static int pick_kernel(void) { return g_kernel_choice >= 0 ? g_kernel_choice : best_kernel(); }
+#include "kernels.h"
 
 static scan_fn kernel_fn(int c) {
 #ifdef BITLENS_X86
@@ -761,21 +760,12 @@ static PyObject *py_floor(PyObject *self, PyObject *args) {
 
 static PyObject *py_set_kernel(PyObject *self, PyObject *args) {
     PyObject *arg;
-    int c = -1;
+    int c;
     (void)self;
     if (!PyArg_ParseTuple(args, "O", &arg)) return NULL;
     if (PyUnicode_Check(arg)) {
         const char *name = PyUnicode_AsUTF8(arg);
-        if (!name) return NULL;
-        if (strcmp(name, "auto") == 0) c = -1;
-        else {
-            for (c = 0; c < K_COUNT && strcmp(name, KERNEL_NAMES[c]) != 0; c++) {}
-            if (c == K_COUNT) {
-                PyErr_Format(PyExc_ValueError, "unknown kernel %R; valid: 'auto', 'generic', 'popcnt', 'avx2', "
-                             "'avx512'", arg);
-                return NULL;
-            }
-        }
+        if (!name || (c = kernel_index(name)) < -1) return NULL;
     } else {
         long v = PyLong_AsLong(arg);
         if (v == -1 && PyErr_Occurred()) return NULL;
@@ -785,14 +775,7 @@ static PyObject *py_set_kernel(PyObject *self, PyObject *args) {
         }
         c = (int)v;
     }
-    /* a kernel the CPU lacks is an error, never a silent substitute */
-    if (c > best_kernel()) {
-        PyErr_Format(PyExc_RuntimeError, "kernel '%s' needs %s, which this CPU lacks (best here: '%s')",
-                     KERNEL_NAMES[c], KERNEL_NEEDS[c], KERNEL_NAMES[best_kernel()]);
-        return NULL;
-    }
-    g_kernel_choice = c;
-    Py_RETURN_NONE;
+    return choose_kernel(c);
 }
 
 static PyObject *py_set_vector_words(PyObject *self, PyObject *args) {
@@ -803,34 +786,6 @@ static PyObject *py_set_vector_words(PyObject *self, PyObject *args) {
     g_vector_words = c;
 #endif
     Py_RETURN_NONE;
-}
-
-static PyObject *py_kernel(PyObject *self, PyObject *noargs) {
-    (void)self; (void)noargs;
-    return PyUnicode_FromString(KERNEL_NAMES[pick_kernel()]);
-}
-
-static PyObject *py_kernels(PyObject *self, PyObject *noargs) {
-    (void)self; (void)noargs;
-    int best = best_kernel();
-    PyObject *out = PyTuple_New(best + 1);
-    if (!out) return NULL;
-    for (int c = 0; c <= best; c++) {
-        PyObject *name = PyUnicode_FromString(KERNEL_NAMES[c]);
-        if (!name) { Py_DECREF(out); return NULL; }
-        PyTuple_SET_ITEM(out, c, name);
-    }
-    return out;
-}
-
-static PyObject *py_kernel_needs(PyObject *self, PyObject *args) {
-    const char *name;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "s", &name)) return NULL;
-    for (int c = 0; c < K_COUNT; c++)
-        if (strcmp(name, KERNEL_NAMES[c]) == 0) return PyUnicode_FromString(KERNEL_NEEDS[c]);
-    PyErr_Format(PyExc_ValueError, "unknown kernel '%s'", name);
-    return NULL;
 }
 
 static PyObject *py_max_threads(PyObject *self, PyObject *noargs) {
@@ -852,9 +807,7 @@ static PyMethodDef methods[] = {
      "set_kernel('auto' | 'generic' | 'popcnt' | 'avx2' | 'avx512', or -1..3): force a kernel; one the CPU lacks "
      "raises RuntimeError"},
     {"set_vector_words", py_set_vector_words, METH_VARARGS, "tuning: AVX2 words per plane row (-1 default)"},
-    {"kernel", py_kernel, METH_NOARGS, "name of the kernel the next call uses"},
-    {"kernels", py_kernels, METH_NOARGS, "names of the kernels this CPU runs, best last"},
-    {"kernel_needs", py_kernel_needs, METH_VARARGS, "what a kernel needs of the CPU, in words"},
+    KERNEL_METHODS,
     {"max_threads", py_max_threads, METH_NOARGS, "OpenMP threads used by default"},
     {NULL, NULL, 0, NULL}};
 
