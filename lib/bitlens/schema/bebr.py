@@ -1,7 +1,8 @@
 """`bebr:` — CLIP features, the three heads, training and evaluation (the authors' settings: docs/training.md)."""
+from bitlens.metrics import TIE_POLICIES
 from bitlens.schema.fields import Field, MapOf
 
-TIES = ["pessimistic", "optimistic", "expected", "index"]
+TIES = list(TIE_POLICIES)
 
 HEAD = {
     "out_dim": Field(int, min=1, help="output dims (hash: bits; bebr: dims per bit plane)"),
