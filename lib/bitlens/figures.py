@@ -32,7 +32,7 @@ def overlay(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def bit_strip(broden, unit: dict, acts: np.ndarray, top_n: int = 8) -> np.ndarray:
     """Top images of one unit with its thresholded activation overlaid, side by side (uint8 image); a unit with
     no top images (it never fires) gets a grey panel that says so."""
-    from bitlens.dissect import unit_mask  # torch loads only when a strip is drawn
+    from bitlens.dissect.tally import unit_mask  # torch loads only when a strip is drawn
 
     if not unit["top_images"]:
         return never_fires_panel(broden, top_n)
