@@ -489,3 +489,23 @@ def test_tally_is_the_same_on_any_number_of_threads():
     assert one.intersect.sum() > 0
     for a, b in ((one.intersect, two.intersect), (one.label_area, two.label_area), (one.unit_area, two.unit_area)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_planted_concept_verdicts_count_labelled_concepts_per_category():
+    from bitlens.dissect.labels import coverage_caption, planted_caption, planted_verdict, starts_caption
+
+    planted = [{"concept": "circle", "category": "object", "found": True},
+               {"concept": "square", "category": "object", "found": False},
+               {"concept": "red-c", "category": "color", "found": True},
+               {"concept": "striped", "category": "texture", "found": False}]
+    assert planted_verdict(planted) == {"found": 2, "total": 4, "per_category": {
+        "color": (1, 1), "object": (1, 2), "texture": (0, 1)}}
+    assert planted_caption("shapes", planted, 0.04) == (
+        "shapes: 2/4 planted concepts are the label of a bit with IoU ≥ 0.04 (color 1/1, object 1/2, texture 0/1).")
+    # coverage asks for any bit reaching the threshold, whatever its label
+    assert coverage_caption([{"best_iou": 0.04}, {"best_iou": 0.039}, {"best_iou": 0.2}], 0.04) == (
+        "2/3 planted concepts have a bit with IoU ≥ 0.04.")
+    began = [{"kept": True}, {"kept": False}, {"kept": True}]
+    assert starts_caption("shapes", began, 8, 0.04) == (
+        "shapes: 2/3 bits that started as a concept read-out are labelled with that concept at IoU ≥ 0.04 after "
+        "IBC training (5 more bits started from kaiming).")

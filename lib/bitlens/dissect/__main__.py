@@ -2,6 +2,7 @@
 folder; the rules are those of `bitlens.dissect`."""
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 

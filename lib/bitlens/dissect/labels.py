@@ -123,3 +123,34 @@ def bit_groups(units: list[dict], threshold: float) -> dict[str, list[int]]:
     return {c: [k for _, k in sorted(v)] for c, v in sorted(groups.items())}
 
 
+
+
+# -- the Shapes world's verdicts: its planted concepts are known, so the dissection can be judged -----------------
+
+def coverage_caption(coverage: list[dict], threshold: float) -> str:
+    """How many planted concepts some bit detects at IoU ≥ `threshold`, whatever that bit's own label."""
+    detected = sum(r["best_iou"] >= threshold for r in coverage)
+    return f"{detected}/{len(coverage)} planted concepts have a bit with IoU ≥ {threshold}."
+
+
+def planted_verdict(planted: list[dict]) -> dict:
+    """The count the Shapes world is judged by: the planted concepts (`planted_concepts` rows) that are the label
+    of some bit at IoU ≥ its threshold, in all and per category (sorted by name): {category: (found, total)}."""
+    cats = sorted({r["category"] for r in planted})
+    return {"found": sum(bool(r["found"]) for r in planted), "total": len(planted),
+            "per_category": {c: (sum(bool(r["found"]) for r in planted if r["category"] == c),
+                                 sum(r["category"] == c for r in planted)) for c in cats}}
+
+
+def planted_caption(name: str, planted: list[dict], threshold: float) -> str:
+    v = planted_verdict(planted)
+    per_cat = ", ".join(f"{c} {f}/{n}" for c, (f, n) in v["per_category"].items())
+    return (f"{name}: {v['found']}/{v['total']} planted concepts are the label of a bit with IoU ≥ {threshold} "
+            f"({per_cat}).")
+
+
+def starts_caption(name: str, began: list[dict], units: int, threshold: float) -> str:
+    """How many bits that started as a concept read-out still carry that concept after IBC training."""
+    kept = sum(r["kept"] for r in began)
+    return (f"{name}: {kept}/{len(began)} bits that started as a concept read-out are labelled with that concept at "
+            f"IoU ≥ {threshold} after IBC training ({units - len(began)} more bits started from kaiming).")
