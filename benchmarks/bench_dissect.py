@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import cpu_count, goal_limit, loadavg, ratio_row, show, write  # noqa: E402
 
-from bitlens import dissect  # noqa: E402
+from bitlens.dissect import activations as dis_acts, labels as dis_labels, tally as dis_tally  # noqa: E402
 
 CATEGORIES = ("object", "part", "color", "scene", "texture")
 N_LABELS = {"object": 40, "part": 20, "color": 11, "scene": 30, "texture": 47}
@@ -239,9 +239,9 @@ def main(argv=None):
     cats = list(CATEGORIES)
 
     def ours_run():
-        thr = dissect.unit_thresholds(acts, 0.005)
-        t = dissect.tally(acts, thr, data, cats, threads=a.threads)
-        return thr, dissect.unit_labels(t, data)
+        thr = dis_tally.unit_thresholds(acts, 0.005)
+        t = dis_tally.tally(acts, thr, data, cats, threads=a.threads)
+        return thr, dis_labels.unit_labels(t, data)
 
     n_peer = min(a.images, a.peer_images or a.images)
     f64 = acts[:n_peer].astype(np.float64)  # the fork caches float64
@@ -252,7 +252,7 @@ def main(argv=None):
 
     # both sides alike: a warm-up on the first 200 images, then the minimum of `repeat` full runs
     warm = min(200, a.images)
-    dissect.tally(acts[:warm], dissect.unit_thresholds(acts[:warm], 0.005), data, cats, threads=a.threads,
+    dis_tally.tally(acts[:warm], dis_tally.unit_thresholds(acts[:warm], 0.005), data, cats, threads=a.threads,
                   images=np.arange(warm))
     fork_tally(f64[:warm], fork_quantile(f64[:warm], 0.005), data, cats)
     ours_s, peer_s, ours_mem, peer_mem = np.inf, np.inf, 0, 0
@@ -262,14 +262,14 @@ def main(argv=None):
         (peer_thr, peer_units), dt, mem = timed(peer_run)
         peer_s, peer_mem = min(peer_s, dt), max(peer_mem, mem)
         print(f"run {r + 1}/{a.repeat}: bitlens {ours_s:.2f} s, peer {peer_s:.1f} s (best so far)")
-    _, top_s, top_mem = timed(lambda: dissect.top_images(acts, 10))
+    _, top_s, top_mem = timed(lambda: dis_acts.top_images(acts, 10))
     scale = a.images / n_peer
     note = (f"peer on {n_peer} of {a.images} images, time scaled ×{scale:.2f}; " if n_peer < a.images else "")
     if n_peer == a.images:
         same, n, diff = compare(ours_units, peer_units)
         note += (f"labels agree {same}/{n} live units, max IoU diff {diff:.2e}, thresholds max diff "
                  f"{np.abs(peer_thr - thr).max():.2e}; ")
-    mk = dissect._native_mask()
+    mk = dis_tally._native_mask()
     note += f"bitlens on {a.threads} threads, mask kernel {mk.kernel() if mk else 'numpy fallback'}; "
     note += (f"peak RSS growth bitlens {ours_mem / 2 ** 20:.0f} MiB, peer {peer_mem / 2 ** 20:.0f} MiB; "
              f"top-image selection (bitlens only) {top_s:.2f} s, {top_mem / 2 ** 20:.0f} MiB")

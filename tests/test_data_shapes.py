@@ -53,6 +53,15 @@ def test_world_is_reused_when_its_arguments_match(world):
     assert sizes == json.loads((world / "world.json").read_text())["sizes"]
 
 
+def test_a_world_whose_list_file_was_cut_short_is_rebuilt(tmp_path):
+    shapes.generate_world(tmp_path, **SMALL)
+    lst = tmp_path / "lists" / "train.txt"
+    whole = lst.read_text()
+    lst.write_text(whole.splitlines()[0] + "\n")  # the same arguments, but the record's file size no longer holds
+    shapes.generate_world(tmp_path, **SMALL)
+    assert lst.read_text() == whole
+
+
 def test_changed_arguments_rebuild_without_stale_files(tmp_path):
     shapes.generate_world(tmp_path, **SMALL)
     shapes.generate_world(tmp_path, **{**SMALL, "n_train": 4})

@@ -8,8 +8,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bitlens.data.broden import Broden
-from bitlens.dissect import (Tally, bit_groups, dissect, kept_images, layer_fn, preprocess_image, summarize, tally,
-                             top_images, unit_labels, unit_thresholds, upsample)
+from bitlens.dissect.activations import layer_fn, preprocess_image, top_images
+from bitlens.dissect.labels import bit_groups, summarize, unit_labels
+from bitlens.dissect.run import dissect
+from bitlens.dissect.tally import Tally, kept_images, tally, unit_thresholds, upsample
 
 
 def _broden(tmp_path, n=2, size=4, missing_mask=False, cat=(slice(0, 2), slice(0, 2))):
@@ -192,7 +194,7 @@ def test_float32_cache_holds_the_layer_output_exactly(tmp_path):
     with torch.no_grad():
         want = model(torch.stack([preprocess_image(b.load_image(i), 8, "caffe") for i in range(3)])).numpy()
     np.testing.assert_array_equal(np.asarray(acts), want)
-    from bitlens.dissect import open_activations
+    from bitlens.dissect.activations import open_activations
 
     np.testing.assert_array_equal(np.asarray(open_activations(tmp_path / "out" / "cache")), want)
     with pytest.raises(ValueError, match="unknown activation cache dtype 'float64'"):
@@ -212,7 +214,7 @@ def test_top_images_in_bounded_chunks_match_the_whole_array():
 
 
 def test_cli_errors_go_to_stderr_with_status_2(tmp_path, capsys):
-    from bitlens.dissect import main
+    from bitlens.dissect.__main__ import main
 
     with pytest.raises(SystemExit) as e:
         main(["--broden", str(tmp_path)])
@@ -226,8 +228,8 @@ def test_cli_errors_go_to_stderr_with_status_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("backend", ["native", "numpy"])
 def test_mask_pixels_equal_thresholded_bilinear_upsampling(backend, monkeypatch):
-    from bitlens import dissect
-    from bitlens.dissect import mask_pixels
+    from bitlens.dissect import tally as dissect
+    from bitlens.dissect.tally import mask_pixels
 
     if backend == "numpy":
         monkeypatch.setenv("BITLENS_NATIVE", "0")
@@ -247,7 +249,7 @@ def test_mask_pixels_equal_thresholded_bilinear_upsampling(backend, monkeypatch)
 
 
 def test_native_mask_kernel_grows_its_buffers_when_a_mask_is_large():
-    from bitlens import dissect
+    from bitlens.dissect import tally as dissect
 
     if dissect._native_mask() is None:
         pytest.skip("the compiled mask kernel is not built")
@@ -324,7 +326,7 @@ def test_figures_show_every_category_and_unlabelled_bits(tmp_path):
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint16])
 def test_tally_counts_label_ids_outside_the_vocabulary_as_unlabelled(dtype):
-    from bitlens.dissect import _Accumulator
+    from bitlens.dissect.tally import _Accumulator
 
     acc = _Accumulator(1, 4, np.array([-1, 0, 0, 1]), reference=True)
     good = np.array([[1, 3], [2, 2]], dtype)
@@ -338,7 +340,7 @@ def test_tally_counts_label_ids_outside_the_vocabulary_as_unlabelled(dtype):
 
 
 def test_starting_concepts_compare_each_readout_bit_with_its_dissected_label():
-    from bitlens.dissect import starting_concepts
+    from bitlens.dissect.labels import starting_concepts
 
     units = [{"unit": 1, "label": "circle", "score": 0.09}, {"unit": 2, "label": "red-c", "score": 0.05},
              {"unit": 3, "label": "solid", "score": 0.03}, {"unit": 4, "label": "", "score": 0.0},
@@ -351,7 +353,7 @@ def test_starting_concepts_compare_each_readout_bit_with_its_dissected_label():
 
 
 def test_mask_placement_tells_object_masks_from_border_strips(tmp_path):
-    from bitlens.mask_placement import mask_placement, placement_sentence, placement_summary
+    from bitlens.dissect.placement import mask_placement, placement_sentence, placement_summary
 
     b = _broden(tmp_path, size=16, cat=(slice(6, 10), slice(6, 10)))  # 'cat' on the centre 4×4 of 16×16 masks
     acts = np.zeros((2, 3, 16, 16), np.float32)
@@ -400,7 +402,7 @@ def test_a_folder_dissected_with_another_model_gets_fresh_activations(tmp_path):
     stamp = (cache / "activations.f32").stat().st_mtime_ns
     again = dissect(second, b, tmp_path / "out", layer="conv", input_size=8, cache_dtype="float32")
     assert (cache / "activations.f32").stat().st_mtime_ns == stamp  # the same model: the cache is reused
-    assert json.loads((cache / "activations.json").read_text())["done"] == 3
+    assert json.loads((cache / "activations.json").read_text())["state"]["done"] == 3
     np.testing.assert_array_equal(np.asarray(again["activations"]), want)
 
 
@@ -410,7 +412,7 @@ MASK_KERNELS = ["generic", "avx2", "avx512"]
 @pytest.mark.parametrize("kernel", MASK_KERNELS)
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_every_mask_kernel_and_thread_count_gives_the_same_pixels(kernel, threads):
-    from bitlens import dissect
+    from bitlens.dissect import tally as dissect
 
     native = dissect._native_mask()
     if native is None:
@@ -439,7 +441,7 @@ def test_every_mask_kernel_and_thread_count_gives_the_same_pixels(kernel, thread
 
 
 def test_a_mask_kernel_the_cpu_lacks_is_refused():
-    from bitlens import dissect
+    from bitlens.dissect import tally as dissect
 
     native = dissect._native_mask()
     if native is None:
@@ -455,7 +457,7 @@ def test_a_mask_kernel_the_cpu_lacks_is_refused():
 
 
 def test_mask_kernel_rejects_taps_outside_the_map():
-    from bitlens import dissect
+    from bitlens.dissect import tally as dissect
 
     native = dissect._native_mask()
     if native is None:
@@ -474,7 +476,7 @@ def test_tally_is_the_same_on_any_number_of_threads():
     import sys
     from pathlib import Path
 
-    from bitlens.dissect import tally
+    from bitlens.dissect.tally import tally
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import bench_dissect
@@ -487,3 +489,23 @@ def test_tally_is_the_same_on_any_number_of_threads():
     assert one.intersect.sum() > 0
     for a, b in ((one.intersect, two.intersect), (one.label_area, two.label_area), (one.unit_area, two.unit_area)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_planted_concept_verdicts_count_labelled_concepts_per_category():
+    from bitlens.dissect.labels import coverage_caption, planted_caption, planted_verdict, starts_caption
+
+    planted = [{"concept": "circle", "category": "object", "found": True},
+               {"concept": "square", "category": "object", "found": False},
+               {"concept": "red-c", "category": "color", "found": True},
+               {"concept": "striped", "category": "texture", "found": False}]
+    assert planted_verdict(planted) == {"found": 2, "total": 4, "per_category": {
+        "color": (1, 1), "object": (1, 2), "texture": (0, 1)}}
+    assert planted_caption("shapes", planted, 0.04) == (
+        "shapes: 2/4 planted concepts are the label of a bit with IoU ≥ 0.04 (color 1/1, object 1/2, texture 0/1).")
+    # coverage asks for any bit reaching the threshold, whatever its label
+    assert coverage_caption([{"best_iou": 0.04}, {"best_iou": 0.039}, {"best_iou": 0.2}], 0.04) == (
+        "2/3 planted concepts have a bit with IoU ≥ 0.04.")
+    began = [{"kept": True}, {"kept": False}, {"kept": True}]
+    assert starts_caption("shapes", began, 8, 0.04) == (
+        "shapes: 2/3 bits that started as a concept read-out are labelled with that concept at IoU ≥ 0.04 after "
+        "IBC training (5 more bits started from kaiming).")

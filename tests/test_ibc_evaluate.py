@@ -8,6 +8,7 @@ import pytest
 from bitlens import metrics
 from bitlens.ibc import evaluate as ev
 from bitlens.ibc.evaluate import customized_retrieval, evaluate_codes
+from bitlens.stages import ibc_eval
 
 B = np.array([[1, 1, 1], [1, -1, 1], [-1, 1, -1], [1, 1, -1], [-1, -1, -1]])
 LABELS = np.array([0, 0, 1, 99999, 99999])
@@ -59,8 +60,10 @@ IBC = {"sweep": {"experiment": "shapes", "code_lengths": [64, 16, 32, 16], "iter
 
 
 def test_sweep_iterations_prefer_the_training_record_and_otherwise_follow_the_params():
-    assert ev.sweep_iterations(IBC, {}) == {16: 100, 32: 300, 64: 100}
-    assert ev.sweep_iterations(IBC, {"sweep_iterations": {"16": 300, "32": 300}}) == {16: 300, 32: 300}
+    from bitlens.stages.ibc_params import sweep_iterations
+
+    assert sweep_iterations(IBC, {}) == {16: 100, 32: 300, 64: 100}
+    assert sweep_iterations(IBC, {"sweep_iterations": {"16": 300, "32": 300}}) == {16: 300, 32: 300}
     assert ev.sweep_caption({16: 100, 32: 300}, "from the params").endswith(
         "16 bits: 100, 32 bits: 300 — not the same for every length, so the lengths are not compared at equal "
         "training.")
@@ -78,9 +81,8 @@ def test_customized_sentence_states_the_choice_and_the_comparisons_from_the_numb
 def test_evaluate_experiment_uses_the_dissection_bits_of_the_target_attribute():
     attrs = np.array([[1, 0], [0, 0], [1, 0], [0, 1], [0, 0]])
     codes01 = np.where(B > 0, 0.9, 0.1)
-    exp = {"expert_bits": 1, "mis_max_num": 4, "target_attributes": ["blue", "red"], "dataset": "shapes"}
-    r = ev.evaluate_experiment(codes01, np.concatenate([LABELS[:, None], attrs], 1), GRM, exp, ["red", "blue"],
-                               {"red-c": [1], "square": [2]}, seed=0)
+    r = ev.evaluate_experiment(codes01, np.concatenate([LABELS[:, None], attrs], 1), GRM, 1, 4, ["blue", "red"],
+                               ["red", "blue"], {"red-c": [1], "square": [2]}, seed=0, dataset="shapes")
     # "blue" has no dissection bits; "red" (concept red-c) has bit 1 → bit index 0 only
     assert r["customized"]["attribute"] == "red" and r["customized"]["bits"] == [1]
     assert r["customized"]["map"] == pytest.approx(metrics.attribute_map(B, attrs, 0, bits=[0]))
@@ -91,7 +93,7 @@ def test_evaluate_experiment_uses_the_dissection_bits_of_the_target_attribute():
 # -- the paper path's IBC inputs: a Places365-started checkpoint, SUN's attribute names, a released checkpoint ---
 
 class _Stage:
-    """What `experiment_codes` reads of a notebook's Stage: params, paths under a root, the device, its folder."""
+    """What the stage's `experiment_codes` reads of a Stage: params, paths under a root, the device, its folder."""
 
     def __init__(self, root, imagelists):
         self.root, self.dir = root, root / "out"
@@ -142,21 +144,26 @@ def test_a_places365_started_checkpoint_is_rebuilt_from_its_own_shapes(tmp_path)
 
     stage = _Stage(tmp_path, _sun_replica(tmp_path))
     model = _places_checkpoint(tmp_path / "checkpoint_00000003.pt")
-    b, lab, grm, names = ev.experiment_codes(stage, "sun120k", EXP, tmp_path / "checkpoint_00000003.pt")
+    b, lab, grm, names = ibc_eval.experiment_codes(stage, "sun120k", EXP, tmp_path / "checkpoint_00000003.pt")
     assert b.shape == (3, 8) and lab.shape == (3, 103) and grm.shape == (397, 8)
     assert np.array_equal(grm, model.GRM.detach().numpy())
     assert names[66] == "ocean" and len(names) == 102
     assert (tmp_path / "out" / "sun120k_codes.npz").exists() and torch.is_tensor(model.GRM)
+    # the packed planes handed to later stages are the evaluation codes sign(b − 0.5), bit for bit
+    from bitlens.codes import binarize_sigmoid, load_packed, unpack
+
+    packed = load_packed(tmp_path / "out" / "sun120k_codes.packed.npz")
+    assert packed.weights == (1.0,) and np.array_equal(unpack(packed.planes[0], packed.m), binarize_sigmoid(b))
 
 
 def test_a_released_checkpoint_is_extracted_and_evaluated(tmp_path):
     stage = _Stage(tmp_path, _sun_replica(tmp_path))
     model = _places_checkpoint(tmp_path / "sun_256.pth.tar")
     exp = {**EXP, "released_checkpoint": "sun_256.pth.tar"}
-    b, lab, grm, names = ev.experiment_codes(stage, "sun120k", exp)
+    b, lab, grm, names = ibc_eval.experiment_codes(stage, "sun120k", exp)
     assert np.array_equal(grm, model.GRM.detach().numpy()) and b.shape == (3, 8)
     with pytest.raises(ValueError, match="dataset = '': codes are extracted from a dataset's test list"):
-        ev.experiment_codes(stage, "sun120k", {**exp, "dataset": ""})
+        ibc_eval.experiment_codes(stage, "sun120k", {**exp, "dataset": ""})
 
 
 def test_ocean_resolves_among_sun_attributes_and_an_unknown_target_names_the_valid_ones():
@@ -169,12 +176,12 @@ def test_ocean_resolves_among_sun_attributes_and_an_unknown_target_names_the_val
     rng = np.random.default_rng(0)
     codes = rng.random((12, 6))
     lab = np.concatenate([rng.integers(0, 3, (12, 1)), rng.integers(0, 2, (12, 102))], 1)
-    exp = {"expert_bits": 2, "mis_max_num": 4, "target_attributes": ["ocean"], "dataset": "sun120k"}
-    r = ev.evaluate_experiment(codes, lab, rng.random((3, 6)), exp, names, {"ocean-s": [2, 5]}, seed=0)
+    r = ev.evaluate_experiment(codes, lab, rng.random((3, 6)), 2, 4, ["ocean"], names, {"ocean-s": [2, 5]}, seed=0,
+                               dataset="sun120k")
     assert r["customized"]["attribute"] == "ocean" and r["customized"]["bits"] in ([2], [5], [2, 5])
     with pytest.raises(ValueError, match="target_attributes 'ocen' not among the 102 attribute names.*valid: "
                                          "sailing/ boating, driving"):
-        ev.evaluate_experiment(codes, lab, None, {**exp, "target_attributes": ["ocen"]}, names, {}, seed=0)
+        ev.evaluate_experiment(codes, lab, None, 2, 4, ["ocen"], names, {}, seed=0, dataset="sun120k")
 
 
 def test_hashing_metrics_of_is_leave_one_out_and_sweep_sentence_follows_the_numbers():
@@ -194,3 +201,8 @@ def test_hashing_metrics_of_is_leave_one_out_and_sweep_sentence_follows_the_numb
     assert "mAP@all 0.3000 (16 bits), 0.3500 (32 bits), 0.3300 (64 bits) — it is not monotone" in s
     row = ev.hashing_row("x", h, 6, 0.25)
     assert row["class mAP (official)"] == 0.25 and row["P@r≤2"] == h["precision_within_radius"]
+
+
+def test_the_class_map_verdict_asks_for_more_than_twice_the_random_codes():
+    results = {"a": {"class_map": 0.5, "random_class_map": 0.2}, "b": {"class_map": 0.4, "random_class_map": 0.2}}
+    assert ev.class_map_verdict(results) == {"a": True, "b": False}

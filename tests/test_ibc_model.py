@@ -329,23 +329,20 @@ def test_fewer_bits_than_readouts_take_the_first_concepts_and_mismatches_are_ref
 
 
 def test_bit_init_readouts_is_read_from_beside_the_backbone_weights(tmp_path):
-    from bitlens.ibc.model import build_from_params, small_features
-    from bitlens.ibc.model import readouts_path
+    from bitlens.ibc.model import build_model, readouts_path, small_features
 
     torch.save(small_features(16).state_dict(), tmp_path / "w.pt")
-    exp = {"code_length": 32, "backbone": "small", "crop": 64, "hidden": 32, "width": 16, "dropout": 0.0,
-           "backbone_weights": str(tmp_path / "w.pt"), "bit_init": "readouts"}
+    args = dict(code_length=32, num_classes=24, backbone="small", input_size=64, hidden=32, width=16, dropout=0.0,
+                backbone_weights=tmp_path / "w.pt", bit_init="readouts", seed=1)
     with pytest.raises(FileNotFoundError, match=r"w\.pt\.readouts\.pt.*bit_init: kaiming"):
-        build_from_params(exp, 24, seed=1, with_weights=True)
+        build_model(**args)
     r = _readouts(16, seed=4)
     torch.save(r, readouts_path(tmp_path / "w.pt"))
-    m = build_from_params(exp, 24, seed=1, with_weights=True)
+    m = build_model(**args)
     W = r["shape"]["weight"]
     torch.testing.assert_close(m.enc_style.conv_last.weight[0, :, 1, 1], W[1] - W[2:].mean(0))
-    official = build_from_params({**exp, "bit_init": "kaiming"}, 24, seed=1, with_weights=True)
+    official = build_model(**{**args, "bit_init": "kaiming"})
     assert torch.equal(official.enc_style.conv_last.weight[18:], m.enc_style.conv_last.weight[18:])
     assert not torch.equal(official.enc_style.conv_last.weight[:18], m.enc_style.conv_last.weight[:18])
-    # a model about to load a checkpoint is not initialised (and needs no read-out file)
-    build_from_params({**exp, "backbone_weights": str(tmp_path / "absent.pt")}, 24, seed=1)
     with pytest.raises(ValueError, match="backbone: small"):
-        build_from_params({**exp, "backbone_weights": ""}, 24, seed=1, with_weights=True)
+        build_model(**{**args, "backbone_weights": None})

@@ -91,28 +91,18 @@ def test_loss_weights_scale_their_terms_only():
         raise AssertionError("an unknown loss term must be refused")
 
 
-def test_pretrain_experiments_only_fills_weights_files_inside_the_generated_world(tmp_path, monkeypatch):
+def test_pretrain_experiments_hands_each_job_its_width_seed_and_the_shared_recipe(tmp_path, monkeypatch):
     from bitlens.ibc import pretrain
 
     seen = {}
     monkeypatch.setattr(pretrain, "ensure_pretrained",
                         lambda path, factory, **kw: seen.setdefault(path.name, (factory(), kw)) and
                         {"accuracy": {"shape": 0.5}})
-    small = {"backbone": "small", "width": 16, "seed": 7, "released_codes": False}
-    recipe = {"steps": 11, "lr": 0.02, "batch_size": 9, "background_weight": 0.25,
-              "loss_weights": {"shape": 3.0, "color": 1.0, "texture": 2.0, "scene": 1.0}}
-    params = {"data": {"shapes": {"generate": True, "root": "data/shapes", "seed": 3, "image_size": 64,
-                                  "max_objects": 2, "n_train": 50}},
-              "ibc": {"pretrain": recipe, "experiments": {
-                  "mine": {**small, "backbone_weights": "data/shapes/pretrained/w.pt"},
-                  "theirs": {**small, "backbone_weights": "weights/given.pt"},
-                  "none": {**small, "backbone_weights": ""},
-                  "alex": {**small, "backbone": "alexnet", "backbone_weights": "data/shapes/a.pt"}}}}
-    out = pretrain.pretrain_experiments(params, tmp_path, log=lambda *_: None)
+    weights = {"shape": 3.0, "color": 1.0, "texture": 2.0, "scene": 1.0}
+    out = pretrain.pretrain_experiments({"mine": (tmp_path / "w.pt", 16, 7)}, 3, 64, 2, 50, 11, 0.02, 9, 0.25,
+                                        weights, log=lambda *_: None)
     assert list(out) == ["mine"] and list(seen) == ["w.pt"]
     features, kw = seen["w.pt"]
     assert features[0].out_channels == 8  # small_features(width=16)
     assert kw == {"world_seed": 3, "image_size": 64, "max_objects": 2, "n_images": 50, "seed": 7, "steps": 11,
-                  "lr": 0.02, "batch_size": 9, "background_weight": 0.25, "loss_weights": recipe["loss_weights"]}
-    params["data"]["shapes"]["generate"] = False
-    assert pretrain.pretrain_experiments(params, tmp_path, log=lambda *_: None) == {}
+                  "lr": 0.02, "batch_size": 9, "background_weight": 0.25, "loss_weights": weights}

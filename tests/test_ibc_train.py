@@ -243,7 +243,7 @@ def test_extracted_lab_keeps_missing_attributes_as_2(tmp_path):
 
 
 def test_sweep_plan_trains_other_lengths_as_long_as_asked_and_reuses_the_main_model():
-    from bitlens.ibc.train import sweep_plan
+    from bitlens.stages.ibc_params import sweep_plan
 
     base = {"code_length": 32, "iterations": 300, "checkpoint_every": 100, "lr": 1e-3}
     ibc = {"experiments": {"shapes": base}, "sweep": {"experiment": "shapes", "code_lengths": [64, 16, 32, 16],

@@ -241,3 +241,30 @@ def load_codes(path) -> dict:
     if code_length != codes.shape[1]:
         raise ValueError(f"{path}: field 'code_length' = {code_length} but 'binary_codes' has {codes.shape[1]} columns")
     return {"binary_codes": codes, "lab": lab, "code_length": code_length, "GRM": grm}
+
+
+# -- packed code files: how stages hand codes on ---------------------------------
+
+def save_packed(path, code: RecurrentCode) -> Path:
+    """`.npz` with `planes` (P, N, nbytes) uint8, `weights` (P,) and `dims` (bits per plane); a plain binary code
+    is one plane of weight 1. Atomic."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise ValueError(f"{path}: packed codes are written as .npz; name the file <stem>.npz")
+    return io.save_npz(path, planes=code.planes, weights=np.asarray(code.weights, np.float64), dims=np.int64(code.m))
+
+
+def load_packed(path) -> RecurrentCode:
+    """The code of a save_packed() file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: packed code file not found; run the stage that writes it")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            fields = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: cannot read packed codes ({e}); write the file again") from None
+    absent = [k for k in ("planes", "weights", "dims") if k not in fields]
+    if absent:
+        raise ValueError(f"{path}: missing field(s) {', '.join(absent)} of a packed code file (planes, weights, dims)")
+    return RecurrentCode(fields["planes"], tuple(fields["weights"].ravel().tolist()), int(fields["dims"]))

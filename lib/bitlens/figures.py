@@ -32,7 +32,7 @@ def overlay(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def bit_strip(broden, unit: dict, acts: np.ndarray, top_n: int = 8) -> np.ndarray:
     """Top images of one unit with its thresholded activation overlaid, side by side (uint8 image); a unit with
     no top images (it never fires) gets a grey panel that says so."""
-    from bitlens.dissect import unit_mask  # torch loads only when a strip is drawn
+    from bitlens.dissect.tally import unit_mask  # torch loads only when a strip is drawn
 
     if not unit["top_images"]:
         return never_fires_panel(broden, top_n)
@@ -122,6 +122,53 @@ def curve(x, series: dict, xlabel: str, ylabel: str, title: str = "", logx: bool
     if logx:
         ax.set_xscale("log", base=2)
     ax.legend(fontsize=8)
+    return fig
+
+
+def detach(fig):
+    """Close a saved figure in pyplot so that a notebook shows it where it displays it (once), not also at the end
+    of the cell that made it; the figure itself stays whole."""
+    _, plt = _plt()
+    plt.close(fig)
+    return fig
+
+
+def training_curves(log, terms, weights: dict, thr_g: float, title: str):
+    """IBC training: every loss term (unweighted, the weight in its title) with a 10-iteration rolling mean, and
+    the GRM's sparsity (fraction of entries below 0.001; Σ|GRM| against the budget thr_g, dotted). `log`: a
+    DataFrame with `iteration`, the terms, `grm_zero_frac` and `grm_l1`."""
+    _, plt = _plt()
+    fig, axes = plt.subplots(2, 4, figsize=(15, 6))
+    for ax, term in zip(axes.ravel(), terms):
+        ax.plot(log["iteration"], log[term], color="0.8", lw=0.8)
+        ax.plot(log["iteration"], log[term].rolling(10, min_periods=1).mean(), lw=1.5)
+        ax.set_title(f"{term}  (weight {weights[f'{term}_w']:g})", fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+    ax = axes.ravel()[-1]
+    ax.plot(log["iteration"], log["grm_zero_frac"], label="entries < 0.001 (fraction)")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("iteration", fontsize=8)
+    ax2 = ax.twinx()
+    ax2.plot(log["iteration"], log["grm_l1"], color="C1", label="Σ|GRM|")
+    ax2.axhline(thr_g, color="C1", ls=":", lw=1)
+    ax.set_title("GRM sparsity (fraction ≈ 0; Σ|GRM| vs thr_g, dotted)", fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def grm_figure(grm: np.ndarray, title: str, class_names=None):
+    """The GRM (classes × bits) as an image, bits numbered from 1, class names when there are at most 60."""
+    _, plt = _plt()
+    C, K = grm.shape
+    fig, ax = plt.subplots(figsize=(min(16, 3 + K * 0.22), min(12, 2 + C * 0.2)))
+    im = ax.imshow(grm, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    ax.set(xlabel="bit", ylabel="class", title=title)
+    if K <= 64:
+        ax.set_xticks(range(K), [str(k + 1) for k in range(K)], fontsize=6)
+    if class_names and C <= 60:
+        ax.set_yticks(range(C), class_names[:C], fontsize=6)
+    fig.colorbar(im, ax=ax, fraction=0.03)
     return fig
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bitlens import figures, metrics
-from bitlens.dissect import base_concept
+from bitlens.dissect.labels import base_concept
 from bitlens.png import png_bytes
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bitlens import io
+from bitlens import cache, io
 from bitlens.png import png_bytes
 from bitlens.progress import progress
 
@@ -436,30 +436,39 @@ def _validated_arguments(**args) -> dict:
     return args
 
 
+def _world_inputs(args: dict) -> dict:
+    return {"version": WORLD_VERSION, "arguments": args}
+
+
+def _world_outputs(root: Path) -> list[str]:
+    """The index files of a world (lists, caption files, Broden's index): a world whose index files are gone or
+    cut short is rebuilt."""
+    found = [*root.glob("lists/*.txt"), *root.glob("coco/annotations/*.json"), *root.glob("broden/*.csv")]
+    return sorted(str(f.relative_to(root)) for f in found)
+
+
 def read_world(root) -> dict | None:
     """The world.json of a complete world under `root`, or None."""
-    marker = Path(root) / "world.json"
-    try:
-        return json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+    return cache.Record(Path(root) / "world.json").read()
 
 
 def generate_world(root, *, seed: int = 0, image_size: int = 64, n_train: int = 2000, n_val: int = 500,
                    n_broden: int = 300, broden_mask_size: int = 32, max_objects: int = 3) -> dict:
     """Write the Shapes world and its exports under `root`; returns the sizes.
 
-    world.json is written last and records the arguments: when it matches them nothing is redone. A world
-    left half-written (world.partial present) or generated with other arguments is cleared and rebuilt."""
+    world.json, written last, is the world's `bitlens.cache` record (inputs: the arguments and WORLD_VERSION;
+    outputs: the index files) and also describes the world (vocabularies, class names, layout): when it matches
+    the arguments nothing is redone. A world left half-written (world.partial present), generated with other
+    arguments, or with an index file gone is cleared and rebuilt."""
     root = Path(root)
     args = _validated_arguments(seed=seed, image_size=image_size, n_train=n_train, n_val=n_val, n_broden=n_broden,
                                 broden_mask_size=broden_mask_size, max_objects=max_objects)
-    old = read_world(root)
-    if (old is not None and old.get("arguments") == args and old.get("version") == WORLD_VERSION
-            and not (root / "world.partial").exists()):
+    record = cache.Record(root / "world.json")
+    old = record.valid(_world_inputs(args))
+    if old is not None and not (root / "world.partial").exists():
         return old["sizes"]
-    if old is not None or (root / "world.partial").exists():
-        (root / "world.json").unlink(missing_ok=True)
+    if record.read() is not None or (root / "world.partial").exists():
+        record.clear()
         for name in MANAGED:  # stale files from a larger world would otherwise linger beside the new ones
             shutil.rmtree(root / name, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
@@ -488,6 +497,6 @@ def generate_world(root, *, seed: int = 0, image_size: int = 64, n_train: int = 
                       "texture per pixel (label id = R + 256·G), scene per image",
         },
     }
-    io.write_json(root / "world.json", world)
+    record.write(_world_inputs(args), _world_outputs(root), **world)
     (root / "world.partial").unlink()
     return sizes

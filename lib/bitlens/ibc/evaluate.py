@@ -23,7 +23,6 @@ import numpy as np
 from bitlens import metrics
 from bitlens import cli
 from bitlens.codes import binarize_sigmoid, load_codes
-from bitlens.data.attributes import resolve_names
 from bitlens.labels import MISSING_LABEL
 
 PROG = "python -m bitlens.ibc.evaluate"
@@ -139,83 +138,62 @@ def customized_retrieval(B, attributes, j: int, groups: list[list[int]], seed: i
 
 # -- the 22_ibc_eval stage: codes of each experiment, its numbers, and sentences made from them --------------
 
-def experiment_codes(stage, name: str, exp: dict, checkpoint=None):
-    """(sigmoid codes, lab, GRM, attribute names or None) of an experiment's test list: the released code file,
-    or codes extracted from a checkpoint — `checkpoint` (20_ibc_train's) or the authors' `released_checkpoint` —
-    also written as `<name>_codes.npz/.mat`, the official fields."""
-    if exp["released_codes"]:
-        c = load_codes(stage.path(exp["released_codes"]))
-        return c["binary_codes"], c["lab"], c["GRM"], None
-    from bitlens.data.imagelist import read_list
-    from bitlens.ibc.extract import extract_codes, save_official
+def experiment_codes(checkpoint, test_list, images_root, resize: int, crop: int, device: str = "cpu",
+                     max_samples: int = 50_000, out_stem=None):
+    """(sigmoid codes, lab, GRM) of `test_list` (its images under `images_root`) through an IBC checkpoint, rebuilt
+    from its own shapes (classes, code length, backbone head: 365 for a Places365 start); with `out_stem`, also
+    written as `<out_stem>.npz/.mat` (the official fields) and `<out_stem>.packed.npz` (bitlens.codes planes)."""
+    from bitlens.ibc.extract import extract_codes, save_official, save_packed
     from bitlens.ibc.model import load_ibc_checkpoint
 
-    if exp["released_checkpoint"]:
-        checkpoint = stage.path(exp["released_checkpoint"])
-    if checkpoint is None:
-        raise ValueError(f"ibc.experiments.{name}: no checkpoint to extract codes with (train it in 20_ibc_train, or "
-                         f"set released_checkpoint / released_codes)")
-    if exp["dataset"] not in stage.params["data"]["imagelists"]:
-        raise ValueError(f"ibc.experiments.{name}.dataset = {exp['dataset']!r}: codes are extracted from a dataset's "
-                         f"test list; name one of data.imagelists: {', '.join(stage.params['data']['imagelists'])}")
-    ds = stage.params["data"]["imagelists"][exp["dataset"]]
-    # the checkpoint's own shapes (classes, code length, backbone head: 365 for a Places365 start) build the model
-    model = load_ibc_checkpoint(checkpoint, exp["crop"])
-    test = read_list(stage.path(ds["test"]), ds["format"], ds["num_attributes"])
-    b, lab = extract_codes(model, test, stage.path(ds["root"]), exp["resize"], exp["crop"], stage.device(),
-                           max_samples=exp["max_samples"])
+    model = load_ibc_checkpoint(checkpoint, crop)
+    b, lab = extract_codes(model, test_list, images_root, resize, crop, device, max_samples=max_samples)
     grm = model.GRM.detach().cpu().numpy()
-    save_official(stage.dir / f"{name}_codes", b, lab, grm)
-    return b, lab, grm, resolve_names(ds["attribute_names"], ds["num_attributes"] or None,
-                                      f"data.imagelists.{exp['dataset']}.attribute_names")
+    if out_stem is not None:
+        save_official(out_stem, b, lab, grm)
+        save_packed(out_stem, b)
+    return b, lab, grm
 
 
-def attribute_names(stage, exp: dict, lab, names=None) -> list[str]:
-    """Attribute column names: the dataset's, the experiment's (released code files), the generated Shapes
-    world's, or `attribute j`."""
-    count = np.asarray(lab).shape[1] - 1 if np.asarray(lab).ndim == 2 else 0
-    if names:
-        return list(names)
-    own = resolve_names(exp.get("attribute_names"), count, "attribute_names of the experiment")
-    if own:
-        return own
-    shapes = stage.params["data"]["shapes"]
-    world = stage.path(shapes["root"]) / "world.json"
-    if exp.get("dataset") == "shapes" and shapes["generate"] and world.exists():
-        return json.loads(world.read_text())["attribute_names"]
-    return [f"attribute {j + 1}" for j in range(count)]
+def read_bit_groups(path) -> dict:
+    """{experiment: {concept: [1-based bits]}} from a dissection's bit_groups.json, or {} when there is none."""
+    from pathlib import Path
 
-
-def dissection_bit_groups(stage) -> dict:
-    """{experiment: {concept: [1-based bits]}} from 21_ibc_dissect, or {} when that stage wrote none."""
-    path = stage.results / "21_ibc_dissect" / "bit_groups.json"
+    path = Path(path)
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def evaluate_experiment(b, lab, grm, exp: dict, names: list[str], groups: dict, seed: int) -> dict:
+def evaluate_experiment(b, lab, grm, expert_bits: int, mis_max_num: int, target_attributes: list[str],
+                        names: list[str], groups: dict, seed: int, dataset: str = "") -> dict:
     """Every number of one experiment: `evaluate_codes`, the random-code baseline, attribute mAP by name, and
     customized retrieval of the first target attribute that the dissection tied to some bits."""
-    r = evaluate_codes(b, lab, grm, exp["expert_bits"], exp["mis_max_num"], seed=seed)
+    r = evaluate_codes(b, lab, grm, expert_bits, mis_max_num, seed=seed)
     B = binarize_sigmoid(b)
     lab = np.asarray(lab)
     r["random_class_map"] = metrics.class_map(random_codes_like(B, seed), class_labels(lab))
     r["attribute_map"] = dict(zip(names, r["attribute_map"]))
     r["customized"] = None
-    unknown = [t for t in exp["target_attributes"] if t not in names]
+    unknown = [t for t in target_attributes if t not in names]
     if unknown:
         raise ValueError(f"target_attributes {', '.join(map(repr, unknown))} not among the {len(names)} attribute "
-                         f"names of {r.get('dataset') or exp.get('dataset') or 'the code file'}; valid: "
+                         f"names of {dataset or 'the code file'}; valid: "
                          f"{', '.join(names)}. Name the columns with attribute_names (a list, or 'sun')")
-    for target in exp["target_attributes"]:
+    for target in target_attributes:
         # dissection labels naming this attribute (Broden adds -c / -s suffixes to colours / scenes)
         single = [[bit - 1] for concept, bits in groups.items() if concept.split("-")[0] == target for bit in bits]
         if single:
             r["customized"] = {"attribute": target,
                                **customized_retrieval(B, lab[:, 1:], names.index(target), single, seed)}
             break
-    r["dataset"] = exp.get("dataset") or "released"
+    r["dataset"] = dataset or "released"
     r["hashing"] = hashing_metrics_of(b, lab)
     return r
+
+
+def class_map_verdict(results: dict) -> dict[str, bool]:
+    """Per experiment: is its class mAP more than twice that of random codes of the same shape (22_ibc_eval's
+    verdict)?"""
+    return {n: bool(r["class_map"] > 2 * r["random_class_map"]) for n, r in results.items()}
 
 
 HASHING_PROTOCOL = ("leave-one-out: query set = database (test list), each query's own item removed from its "
@@ -297,19 +275,6 @@ def customized_sentence(name: str, c: dict) -> str:
             f"the evaluation set itself as the authors do (an upper bound, not a held-out result): mAP {c['map']:.4f}, "
             f"{cmp(c['map'], c['random_map'])} {n} random bit{'s' if n > 1 else ''} ({c['random_map']:.4f}) and "
             f"{cmp(c['map'], c['all_bits_map'])} all bits ({c['all_bits_map']:.4f}).")
-
-
-def sweep_iterations(ibc: dict, trained: dict) -> dict[int, int]:
-    """{code length: training iterations} of the code-length sweep: as recorded by 20_ibc_train
-    (`sweep_iterations`), else as the params set them (the main length trains for its experiment's
-    iterations, the others for `ibc.sweep.iterations`)."""
-    recorded = (trained or {}).get("sweep_iterations")
-    if recorded:
-        return {int(k): int(v) for k, v in recorded.items()}
-    sw = ibc["sweep"]
-    base = ibc["experiments"][sw["experiment"]]
-    return {int(K): int(base["iterations"] if K == base["code_length"] else sw["iterations"])
-            for K in sorted(set(sw["code_lengths"]))}
 
 
 def sweep_caption(iterations: dict[int, int], source: str) -> str:

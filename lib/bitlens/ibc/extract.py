@@ -49,3 +49,11 @@ def save_official(out_stem, b, lab, grm) -> list[Path]:
     out_stem = Path(out_stem)
     return [codes_mod.save_codes(out_stem.with_name(out_stem.name + s), b, lab, b.shape[1], grm)
             for s in (".npz", ".mat")]
+
+
+def save_packed(out_stem, b) -> Path:
+    """`<stem>.packed.npz`: the codes sign(b − 0.5) as one bit plane (bitlens.codes), what later stages read
+    instead of binarising the sigmoid outputs again."""
+    out_stem = Path(out_stem)
+    return codes_mod.save_packed(out_stem.with_name(out_stem.name + ".packed.npz"),
+                                 codes_mod.RecurrentCode.from_values(codes_mod.binarize_sigmoid(b), (1.0,)))

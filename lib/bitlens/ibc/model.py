@@ -262,23 +262,19 @@ def load_small_features(features: nn.Module, path) -> None:
     features.load_state_dict(_strip_module(sd))
 
 
-def build_from_params(exp: dict, num_classes: int, root=None, seed: int | None = None,
-                      with_weights: bool = False) -> IBC:
-    """An IBC model from one validated `ibc.experiments.<name>` entry (backbone weights only if asked: a model
-    that is about to load a checkpoint does not need them)."""
-    weights = None
-    if with_weights and exp.get("backbone_weights"):
-        from bitlens.config import resolve_path
-
-        weights = resolve_path(exp["backbone_weights"], root)
-    model = build_ibc(exp["code_length"], num_classes, exp["backbone"], exp["crop"], exp.get("hidden") or None,
-                      weights, exp.get("width") or 64, exp.get("dropout", 0.5), seed=seed)
-    if with_weights and exp.get("bit_init", "kaiming") == "readouts":
-        if exp["backbone"] != "small" or weights is None:
+def build_model(code_length: int, num_classes: int, backbone: str = "alexnet", input_size: int | None = None,
+                hidden: int | None = None, backbone_weights=None, width: int = 64, dropout: float = 0.5,
+                bit_init: str = "kaiming", seed: int | None = None) -> IBC:
+    """A model to train: build_ibc(), then, for `bit_init='readouts'`, the bit filters started from the concept
+    read-outs that the pretraining keeps beside `backbone_weights`."""
+    model = build_ibc(code_length, num_classes, backbone, input_size, hidden, backbone_weights, width, dropout,
+                      seed=seed)
+    if bit_init == "readouts":
+        if backbone != "small" or not backbone_weights:
             raise ValueError("bit_init: readouts needs backbone: small and a backbone_weights file written by "
                              "bitlens.ibc.pretrain (its read-outs lie beside it); set bit_init: kaiming otherwise")
         # not part of the state dict: 20_ibc_train records it (run_summary), 21_ibc_dissect compares it with the labels
-        model.bit_init_concepts = init_bits_from_readouts(model, load_readouts(readouts_path(weights)))
+        model.bit_init_concepts = init_bits_from_readouts(model, load_readouts(readouts_path(backbone_weights)))
     return model
 
 

@@ -14,12 +14,14 @@ read-outs (the 1×1 heads' weights) are kept, so that IBC's bit filters can star
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bitlens import cache, io
 from bitlens.data import shapes
 from bitlens.ibc.images import IMAGENET_MEAN, IMAGENET_STD  # the IBC trainer's normalisation
 from bitlens.ibc.model import readouts_path, small_features
@@ -171,62 +173,46 @@ PRETRAIN_VERSION = 3  # bump when the recipe changes, so stale weights files are
 
 def ensure_pretrained(path, features_factory, world_seed: int = 0, image_size: int = 64, max_objects: int = 3,
                       **options) -> dict:
-    """Pretrained backbone weights at `path` (a state dict, plus `<path>.readouts.pt` with the concept read-outs
-    and `<path>.json` with the recipe and held-out accuracy, written last): reused when the recipe matches and
-    all three exist, else trained with pretrain_backbone(features_factory(), …) — the factory called with torch
-    seeded by `options['seed']`, so the initial weights, too, follow the recipe — and written atomically.
-    Returns the JSON record."""
-    import json
-    from pathlib import Path
-
-    from bitlens import io
-
+    """Pretrained backbone weights at `path` (a state dict, plus `<path>.readouts.pt` with the concept read-outs),
+    with `<path>.json`, their `bitlens.cache` record (inputs: the recipe; it also keeps the recipe and the
+    held-out accuracy), written last: reused when the recipe matches and both files are intact, else trained with
+    pretrain_backbone(features_factory(), …) — the factory called with torch seeded by `options['seed']`, so the
+    initial weights, too, follow the recipe — and written atomically. Returns the record."""
     path = Path(path)
     recipe = {"version": PRETRAIN_VERSION, "world_seed": world_seed, "image_size": image_size,
               "max_objects": max_objects, **options}
-    meta_path = path.with_name(path.name + ".json")
-    if path.exists() and meta_path.exists() and readouts_path(path).exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("recipe") == recipe:
-            return meta
+    record = cache.Record(path.with_name(path.name + ".json"))
+    outputs = [path.name, readouts_path(path).name]
+    meta = record.valid(recipe, outputs)
+    if meta is not None:
+        return meta
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(options.get("seed", 0)))
         features = features_factory()
     res = pretrain_backbone(features, world_seed=world_seed, image_size=image_size, max_objects=max_objects,
                             **options)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta_path.unlink(missing_ok=True)  # the record marks a complete pair: drop it before either file changes
+    record.clear()  # the record marks a complete pair: drop it before either file changes
     with io.atomic_path(path, suffix=".pt") as tmp:
         torch.save(res["state_dict"], tmp)
     with io.atomic_path(readouts_path(path), suffix=".pt") as tmp:
         torch.save(res["readouts"], tmp)
-    meta = {"recipe": recipe, "accuracy": res["accuracy"], "loss": res["loss"]}
-    io.write_json(meta_path, meta)
-    return meta
+    record.write(recipe, outputs, recipe=recipe, accuracy=res["accuracy"], loss=res["loss"])
+    return record.read()
 
 
-def pretrain_experiments(params: dict, root=None, log=print) -> dict:
-    """For every IBC experiment of `params` with the small backbone and a `backbone_weights` file inside the
-    generated Shapes world: ensure_pretrained() on that world's training images. {name: record}."""
-    from bitlens.config import resolve_path
-
-    S, R = params["data"]["shapes"], params["ibc"]["pretrain"]
-    if not S["generate"]:
-        return {}
-    world = resolve_path(S["root"], root).resolve()
+def pretrain_experiments(jobs: dict, world_seed: int, image_size: int, max_objects: int, n_images: int,
+                         steps: int, lr: float, batch_size: int, background_weight: float, loss_weights: dict,
+                         log=print) -> dict:
+    """ensure_pretrained() for every `jobs` entry {name: (weights path, backbone width, seed)} on the first
+    `n_images` training images of the Shapes world (`world_seed`, `image_size`, `max_objects`), with one recipe
+    (`steps`, `lr`, `batch_size`, `background_weight`, `loss_weights`). {name: record}."""
     out = {}
-    for name, exp in params["ibc"]["experiments"].items():
-        if exp.get("released_codes") or exp["backbone"] != "small" or not exp["backbone_weights"]:
-            continue
-        path = resolve_path(exp["backbone_weights"], root).resolve()
-        if world not in path.parents:
-            continue  # a file the user provides is used as it is
-        width = exp.get("width") or 64
-        out[name] = ensure_pretrained(path, lambda: small_features(width), world_seed=S["seed"],
-                                      image_size=S["image_size"], max_objects=S["max_objects"],
-                                      n_images=S["n_train"], seed=exp["seed"], steps=R["steps"], lr=R["lr"],
-                                      batch_size=R["batch_size"], background_weight=R["background_weight"],
-                                      loss_weights=dict(R["loss_weights"]))
-        log(f"{name}: backbone pretrained on the Shapes concept maps → {path.name}; held-out accuracy "
+    for name, (path, width, seed) in jobs.items():
+        out[name] = ensure_pretrained(path, lambda: small_features(width), world_seed=world_seed,
+                                      image_size=image_size, max_objects=max_objects, n_images=n_images, seed=seed,
+                                      steps=steps, lr=lr, batch_size=batch_size, background_weight=background_weight,
+                                      loss_weights=dict(loss_weights))
+        log(f"{name}: backbone pretrained on the Shapes concept maps → {Path(path).name}; held-out accuracy "
             + ", ".join(f"{k} {v:.2f}" for k, v in out[name]["accuracy"].items()))
     return out

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,51 +26,10 @@ import torch
 
 from bitlens import checkpoint, distributed, io
 from bitlens.ibc.images import ImageListImages, collate_normalized
-from bitlens.ibc.loss import WEIGHT_KEYS, ibc_losses, weighted_total
+from bitlens.ibc.loss import ibc_losses, weighted_total
 from bitlens.ibc.model import IBC
+from bitlens.ibc.options import IBCTrainOptions
 from bitlens.progress import progress
-
-OFFICIAL_WEIGHTS = {"hash_std_w": 1.0, "hash_mask_w": 0.2, "GRM_w": 1e-5, "align_w": 1e4, "real_std_w": 1.0,
-                    "real_mask_w": 0.05, "sparse_w": 0.0}  # configs/imagenet100.yaml
-
-
-@dataclass
-class IBCTrainOptions:
-    iterations: int = 50_000
-    batch_size: int = 200
-    lr: float = 1e-4
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 5e-4
-    step_size: int = 30_000
-    gamma: float = 0.1
-    seed: int = 1245
-    checkpoint_every: int = 10_000
-    resize: int = 256
-    crop: int = 227
-    num_workers: int = 0
-    weights: dict = field(default_factory=lambda: dict(OFFICIAL_WEIGHTS))
-    thr_g: float = 1000.0
-    sparse_ratio: float = 0.2
-    device: str = "cpu"
-    cache_images: bool = False
-    conv_last_lr_mult: float = 10.0
-    # digest of the weights training starts from (train_experiment fills it: backbone file, bit init, seed), so a
-    # finished run is not reused for a model that would start elsewhere
-    initial_weights: str = ""
-
-    def check(self) -> None:
-        absent = [k for k in WEIGHT_KEYS if k not in self.weights]
-        if absent:
-            raise ValueError(f"IBC loss weights missing: {', '.join(absent)}")
-        if self.batch_size < 2 or self.batch_size % 2:
-            raise ValueError(f"batch_size {self.batch_size} must be even and ≥ 2 (each step splits it in halves)")
-        if self.crop > self.resize:
-            raise ValueError(f"crop {self.crop} is larger than resize {self.resize}")
-        for k in ("iterations", "step_size", "checkpoint_every"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"{k} must be ≥ 1, got {getattr(self, k)}")
-
 
 class EpochBatches:
     """Batches of (index, augmentation seed) from iteration `start` on, forever. Every epoch is a permutation of
@@ -255,37 +214,21 @@ def train_ibc(model: IBC, image_list, root, opts: IBCTrainOptions, out_dir, fres
     return rows
 
 
-def options_from_params(exp: dict, device: str) -> IBCTrainOptions:
-    """Training options from one validated `ibc.experiments.<name>` entry."""
-    w = exp["weights"]
-    return IBCTrainOptions(iterations=exp["iterations"], batch_size=exp["batch_size"], lr=exp["lr"],
-                           beta1=exp["beta1"], beta2=exp["beta2"], weight_decay=exp["weight_decay"],
-                           step_size=exp["step_size"], gamma=exp["gamma"], seed=exp["seed"],
-                           checkpoint_every=exp["checkpoint_every"], resize=exp["resize"], crop=exp["crop"],
-                           num_workers=exp["num_workers"], weights={k: w[k] for k in WEIGHT_KEYS},
-                           thr_g=w["thr_g"], sparse_ratio=w["sparse_ratio"], device=device,
-                           cache_images=exp["cache_images"], conv_last_lr_mult=exp["conv_last_lr_mult"])
-
-
-def train_experiment(exp: dict, dataset: dict, out_dir, device: str = "cpu", root=None, fresh: bool = False,
+def train_experiment(model: IBC, image_list, images_root, opts: IBCTrainOptions, out_dir, fresh: bool = False,
                      log=print) -> tuple[IBC, list[dict]]:
-    """Build (seeded, with the backbone weights file if any) and train one experiment; `dataset` is its
-    `data.imagelists` entry."""
-    from bitlens.config import resolve_path
-    from bitlens.data.imagelist import read_list
-    from bitlens.ibc.model import build_from_params
+    """Train one experiment's freshly built `model` (bitlens.ibc.model.build_model, seeded) on `image_list` (its
+    images under `images_root`): its labels are checked against the model's classes first, and the digest of the
+    starting weights joins the run's settings, so a finished run is reused only for a model that starts alike."""
     from bitlens.labels import MISSING_LABEL
 
-    lst = read_list(resolve_path(dataset["train"], root), dataset["format"], dataset["num_attributes"])
-    C = dataset["num_classes"]
-    bad = lst.labels[(lst.labels != MISSING_LABEL) & ((lst.labels < 0) | (lst.labels >= C))]
+    C = int(model.GRM.shape[0])
+    labels = np.asarray(image_list.labels)
+    bad = labels[(labels != MISSING_LABEL) & ((labels < 0) | (labels >= C))]
     if bad.size:
-        raise ValueError(f"{lst.source}: class labels {sorted(set(bad.tolist()))[:5]} are outside 0..{C - 1} "
+        raise ValueError(f"{image_list.source}: class labels {sorted(set(bad.tolist()))[:5]} are outside 0..{C - 1} "
                          f"(data.imagelists num_classes) and not {MISSING_LABEL} (missing)")
-    model = build_from_params(exp, C, root, seed=exp["seed"], with_weights=True)
-    opts = options_from_params(exp, device)
     opts.initial_weights = checkpoint.data_digest(model.state_dict())
-    rows = train_ibc(model, lst, resolve_path(dataset["root"], root), opts, out_dir, fresh=fresh, log=log)
+    rows = train_ibc(model, image_list, images_root, opts, out_dir, fresh=fresh, log=log)
     return model, rows
 
 
@@ -300,32 +243,6 @@ def run_summary(folder: str, model: IBC, rows: list[dict]) -> dict:
             "final_total": float(last["total"]), "final_terms": {t: float(last[t]) for t in TERMS},
             "grm_zero_frac": float(last["grm_zero_frac"]),
             "bit_init": list(getattr(model, "bit_init_concepts", []))}  # bit k + 1 started as concept k (readouts)
-
-
-def sweep_plan(ibc: dict) -> dict[int, dict | None]:
-    """{code length: what gives that point} of the code-length sweep (`ibc.sweep`): the sweep experiment's entry
-    at that length for `ibc.sweep.iterations` (to train); at the experiment's own length, None when the main
-    model trains exactly that long (it serves), or {'snapshot': N} when the main run saves a snapshot after
-    N = `ibc.sweep.iterations` updates (a run of N iterations would give that model exactly, since training
-    resumes exactly: see bitlens.checkpoint), else its entry to train like the others."""
-    sw = ibc["sweep"]
-    if not sw["experiment"] or not sw["code_lengths"]:
-        return {}
-    if sw["experiment"] not in ibc["experiments"]:
-        raise ValueError(f"ibc.sweep.experiment = {sw['experiment']!r} is not a key of ibc.experiments "
-                         f"({', '.join(ibc['experiments'])})")
-    base, n = ibc["experiments"][sw["experiment"]], sw["iterations"]
-
-    def own_length():
-        if n == base["iterations"]:
-            return None
-        if n < base["iterations"] and n % base["checkpoint_every"] == 0:
-            return {"snapshot": n}
-        return {**base, "iterations": n, "checkpoint_every": n}
-
-    return {K: own_length() if K == base["code_length"] else
-            {**base, "code_length": K, "iterations": n, "checkpoint_every": n}
-            for K in sorted(set(sw["code_lengths"]))}
 
 
 def snapshot_summary(summary: dict, iteration: int) -> dict:
@@ -364,7 +281,10 @@ def main(argv=None) -> int:
         if exp["dataset"] not in P["data"]["imagelists"]:
             ap.error(f"ibc.experiments.{args.experiment}.dataset = {exp['dataset']!r} is not a key of "
                      f"data.imagelists ({', '.join(P['data']['imagelists'])})")
-        train_experiment(exp, P["data"]["imagelists"][exp["dataset"]], args.out, args.device, fresh=args.fresh)
+        from bitlens.stages.ibc_params import train_arguments
+
+        train_experiment(**train_arguments(exp, P["data"]["imagelists"][exp["dataset"]], None, args.device),
+                         out_dir=args.out, fresh=args.fresh)
     except (FileNotFoundError, ValueError) as e:
         return cli.fail(prog, str(e))
     finally:

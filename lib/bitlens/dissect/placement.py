@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bitlens.dissect import unit_mask
+from bitlens.dissect.tally import unit_mask
 from bitlens.progress import progress
 
 COUNTS = ("images", "mask_px", "mask_on_region_px", "mask_in_band_px", "image_px", "region_px", "band_px")
