@@ -79,3 +79,32 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         codes.save_codes(p, -np.ones((2, 8)), np.zeros(2))
     assert p.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("weights,m", [((1.0,), 13), ((1.0, 0.5), 64), ((1.0, 0.5, 0.25), 7)])
+def test_packed_code_files_give_back_the_same_values_and_norms(tmp_path, weights, m):
+    rng = np.random.default_rng(3)
+    values = sum(w * np.where(rng.random((9, m)) < 0.5, -1.0, 1.0) for w in weights)
+    code = codes.RecurrentCode.from_values(values, weights)
+    back = codes.load_packed(codes.save_packed(tmp_path / "c.npz", code))
+    assert back.weights == code.weights and back.m == m
+    np.testing.assert_array_equal(back.planes, code.planes)
+    np.testing.assert_array_equal(back.values(), values.astype(np.float32))
+    np.testing.assert_array_equal(back.squared_norms(), code.squared_norms())
+
+
+def test_bad_packed_code_files_name_the_file_and_the_fix(tmp_path):
+    code = codes.RecurrentCode.from_values(np.ones((2, 8)), (1.0,))
+    with pytest.raises(ValueError, match=r"x\.npy: packed codes are written as \.npz"):
+        codes.save_packed(tmp_path / "x.npy", code)
+    with pytest.raises(FileNotFoundError, match="none.npz"):
+        codes.load_packed(tmp_path / "none.npz")
+    np.savez(tmp_path / "nodims.npz", planes=code.planes, weights=np.ones(1))
+    with pytest.raises(ValueError, match="nodims.npz: missing field.*dims"):
+        codes.load_packed(tmp_path / "nodims.npz")
+    np.savez(tmp_path / "wrong.npz", planes=code.planes, weights=np.ones(2), dims=np.int64(8))
+    with pytest.raises(ValueError, match="wrong.npz: RecurrentCode: planes"):
+        codes.load_packed(tmp_path / "wrong.npz")
+    (tmp_path / "cut.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match="cut.npz: cannot read packed codes"):
+        codes.load_packed(tmp_path / "cut.npz")

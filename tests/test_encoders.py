@@ -81,24 +81,6 @@ def test_train_tiny_clip_continues_from_init_weights_deterministically(tmp_path)
                                  **quiet)
 
 
-def test_cache_is_hit_only_for_unchanged_inputs(tmp_path):
-    w = tmp_path / "w.bin"
-    w.write_bytes(b"abc")
-    d1 = encoders.inputs_digest(model=encoders.file_digest(w), images=["a.png"], captions=["x"], batch=4)
-    out = tmp_path / "feat"
-    out.mkdir()
-    assert not encoders.cached(out, ["f.npy"], d1)
-    (out / "f.npy").write_bytes(b"")
-    encoders.mark_cached(out, d1)
-    assert encoders.cached(out, ["f.npy"], d1)
-    w.write_bytes(b"abd")  # changed weights → changed digest → recompute
-    d2 = encoders.inputs_digest(model=encoders.file_digest(w), images=["a.png"], captions=["x"], batch=4)
-    assert d2 != d1 and not encoders.cached(out, ["f.npy"], d2)
-    assert not encoders.cached(out, ["f.npy", "missing.npy"], d1)
-    (out / ".inputs.json").write_text("{broken")
-    assert not encoders.cached(out, ["f.npy"], d1)
-
-
 def test_paper_encoder_is_built_with_quickgelu_as_openai_trained_it():
     # RN101 from its config, no weights: the text transformer's activation is what matters for OpenAI weights
     model, _, _ = encoders.create_model("RN101", None, quick_gelu=True)
@@ -138,15 +120,16 @@ def test_pairs_are_interleaved_image_then_caption_with_the_image_index_as_label(
 def test_file_stats_change_when_a_file_is_rewritten_under_the_same_name(tmp_path):
     import os
 
-    from bitlens.encoders import file_stats, inputs_digest
+    from bitlens.cache import digest
+    from bitlens.io import file_stats
 
     f = tmp_path / "a.png"
     f.write_bytes(b"one")
-    before = inputs_digest(images=file_stats([f]))
+    before = digest({"images": file_stats([f])})
     st = f.stat()
     f.write_bytes(b"two")  # same size, same name
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
-    assert inputs_digest(images=file_stats([f])) != before
+    assert digest({"images": file_stats([f])}) != before
     assert file_stats([f])[0][:2] == [str(f), 3]
 
 

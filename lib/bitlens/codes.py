@@ -243,28 +243,39 @@ def load_codes(path) -> dict:
     return {"binary_codes": codes, "lab": lab, "code_length": code_length, "GRM": grm}
 
 
-# -- packed code files: how stages hand codes on ---------------------------------
+# -- packed code files: what stages hand on -------------------------------------------
+
+PACKED_FIELDS = ("planes", "weights", "dims")
+
 
 def save_packed(path, code: RecurrentCode) -> Path:
-    """`.npz` with `planes` (P, N, nbytes) uint8, `weights` (P,) and `dims` (bits per plane); a plain binary code
-    is one plane of weight 1. Atomic."""
+    """A recurrent code (a plain binary code is one plane of weight 1) as `.npz`: `planes` (P, N, nbytes) uint8,
+    `weights` (P,) float64, `dims` (the bits per plane). Atomic."""
     path = Path(path)
     if path.suffix.lower() != ".npz":
-        raise ValueError(f"{path}: packed codes are written as .npz; name the file <stem>.npz")
-    return io.save_npz(path, planes=code.planes, weights=np.asarray(code.weights, np.float64), dims=np.int64(code.m))
+        raise ValueError(f"{path}: packed codes are written as .npz")
+    return io.save_npz(path, planes=code.planes, weights=np.asarray(code.weights, dtype=np.float64),
+                       dims=np.int64(code.m))
 
 
 def load_packed(path) -> RecurrentCode:
-    """The code of a save_packed() file."""
+    """The recurrent code in a `save_packed` file, validated."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: packed code file not found; run the stage that writes it")
+        raise FileNotFoundError(f"{path}: packed code file not found")
     try:
         with np.load(path, allow_pickle=False) as z:
-            fields = {k: z[k] for k in z.files}
+            raw = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: cannot read packed codes ({e}); write the file again") from None
-    absent = [k for k in ("planes", "weights", "dims") if k not in fields]
-    if absent:
-        raise ValueError(f"{path}: missing field(s) {', '.join(absent)} of a packed code file (planes, weights, dims)")
-    return RecurrentCode(fields["planes"], tuple(fields["weights"].ravel().tolist()), int(fields["dims"]))
+        raise ValueError(f"{path}: cannot read packed codes ({e}); is it truncated? Write it again") from None
+    missing = [k for k in PACKED_FIELDS if k not in raw]
+    if missing:
+        raise ValueError(f"{path}: missing field(s) {', '.join(missing)}; a packed code file holds "
+                         f"{', '.join(PACKED_FIELDS)} (bitlens.codes.save_packed)")
+    if raw["planes"].dtype != np.uint8:
+        raise ValueError(f"{path}: field 'planes' has dtype {raw['planes'].dtype}; expected uint8 packed bits")
+    try:
+        weights = tuple(np.asarray(raw["weights"], np.float64).ravel().tolist())
+        return RecurrentCode(raw["planes"], weights, int(raw["dims"]))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

@@ -8,15 +8,12 @@ Shapes captions with open_clip's own ClipLoss.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bitlens import io
-from bitlens.io import file_stats  # noqa: F401  (the notebooks' digests use encoders.file_stats)
 from bitlens.progress import progress
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -215,29 +212,3 @@ def train_tiny_clip(paths, captions, image_index, out_path, *, epochs: int = 6, 
     io.torch_save(out_path, model.state_dict())
     return out_path
 
-
-def file_digest(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def inputs_digest(**parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def cached(out_dir: Path, names: list[str], digest: str) -> bool:
-    """True when every output exists and was computed from inputs with this digest."""
-    stamp = Path(out_dir) / ".inputs.json"
-    if not stamp.exists() or not all((Path(out_dir) / n).exists() for n in names):
-        return False
-    try:
-        return json.loads(stamp.read_text()).get("digest") == digest
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
-def mark_cached(out_dir: Path, digest: str) -> None:
-    io.write_json(Path(out_dir) / ".inputs.json", {"digest": digest})

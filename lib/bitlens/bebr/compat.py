@@ -352,11 +352,11 @@ def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict,
     second one from scratch. `force` ignores the caches. A relative weights path is taken from the checkout `root`.
     """
     from bitlens import encoders
-    from bitlens.data.coco import caption_pairs, first_captions, load_coco_captions
+    from bitlens.bebr import features
+    from bitlens.data.coco import load_coco_captions
 
     out_dir = Path(out_dir)
     train, val = load_coco_captions(coco_root, splits[0]), load_coco_captions(coco_root, splits[1])
-    idx, caps = caption_pairs(train)
     weights = enc["weights"] or enc["pretrained"]
     if not enc["train_tiny"]:
         weights = encoders.resolve_weights(enc["model"], weights, root)
@@ -364,8 +364,6 @@ def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict,
         if enc["model"] != encoders.TINY_MODEL:
             raise ValueError(f"bebr.compat.encoder.train_tiny trains {encoders.TINY_MODEL}, but model is "
                              f"{enc['model']!r}; set model: {encoders.TINY_MODEL} or train_tiny: false")
-        weights = str(out_dir / "tiny_clip.pt")
-        tiny = dict(epochs=enc["tiny_epochs"], batch_size=enc["tiny_batch_size"], lr=enc["tiny_lr"], seed=seed)
         init = None
         if enc["init_from_old"]:
             if not old_weights or not Path(old_weights).exists():
@@ -373,30 +371,10 @@ def new_version_features(out_dir, coco_root, splits: tuple[str, str], enc: dict,
                                         f"(bebr.compat.encoder.init_from_old); run notebooks/10_bebr_features.ipynb "
                                         f"with bebr.encoder.train_tiny: true first")
             init = str(old_weights)
-        digest = encoders.inputs_digest(captions=caps, images=[str(t.path) for t in train],
-                                        init=encoders.file_digest(init) if init else None, **tiny)
-        if force or not encoders.cached(out_dir / "clip", ["done"], digest):
-            encoders.train_tiny_clip([t.path for t in train], caps, idx, weights, device=device, init_weights=init,
-                                     **tiny)
-            io.write_text(out_dir / "clip" / "done", weights)
-            encoders.mark_cached(out_dir / "clip", digest)
-    wdigest = encoders.file_digest(weights) if weights and Path(weights).exists() else weights
-    digest = encoders.inputs_digest(model=enc["model"], weights=wdigest, captions=caps, val=first_captions(val),
-                                    images=[str(t.path) for t in train + val])
-    if not force and encoders.cached(out_dir, list(FEATURE_FILES), digest):
-        return weights
-    model, preprocess, tokenizer = encoders.create_model(enc["model"], weights or None, device)
-    kw = dict(device=device, batch_size=enc["batch_size"], num_workers=enc["num_workers"])
-    img = encoders.image_features(model, preprocess, [t.path for t in train], desc="new train images", **kw)
-    pairs, labels = interleave_pairs(img, encoders.text_features(model, tokenizer, caps, device=device,
-                                                                 desc="new train captions"), idx)
-    io.save_npy(out_dir / "train_feat.npy", pairs)
-    io.save_npy(out_dir / "train_label.npy", labels)
-    io.save_npy(out_dir / "val_img.npy", encoders.image_features(model, preprocess, [t.path for t in val],
-                                                                 desc="new val images", **kw))
-    io.save_npy(out_dir / "val_txt.npy", encoders.text_features(model, tokenizer, first_captions(val), device=device,
-                                                                desc="new val captions"))
-    encoders.mark_cached(out_dir, digest)
+        weights = features.tiny_clip(out_dir, train, epochs=enc["tiny_epochs"], batch_size=enc["tiny_batch_size"],
+                                     lr=enc["tiny_lr"], seed=seed, device=device, init_weights=init, force=force)
+    features.pair_features(out_dir, train, val, enc["model"], weights, device=device, batch_size=enc["batch_size"],
+                           num_workers=enc["num_workers"], force=force, label="new ")
     return weights
 
 

@@ -16,12 +16,18 @@ from pathlib import Path
 import numpy as np
 
 from bitlens import cli
+from bitlens.codes import RecurrentCode, binarize, unpack
 from bitlens.metrics import TIE_POLICIES, recall_both_directions
 
 
 PROG = "python -m bitlens.bebr.evaluate"
 MAX_ABS = 1e150  # float64 squares overflow above ~1.3e154; a feature's squared norm sums `dims` of them
 NPY_FORMAT = "a NumPy .npy file holding a 2-D float array (items × dims), as written by numpy.save"
+# what each tie policy means, in the words the tables' captions use
+TIE_MEANING = {"pessimistic": "an item tied with the true one counts before it",
+               "optimistic": "the true item counts before every item tied with it",
+               "expected": "the mean rank over all orders of the tied items",
+               "index": "tied items in database-index order"}
 
 
 def load_feature_file(path) -> np.ndarray:
@@ -95,25 +101,30 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 # -- the paper table for trained / released embeddings --------------------------------------
 
-def code_of(emb: np.ndarray, binary: bool, planes: int):
-    """Embeddings → a RecurrentCode (binary heads) or None (float); validates the value set."""
-    from bitlens.codes import RecurrentCode
-
+def code_of(emb, binary: bool, planes: int):
+    """Embeddings → a RecurrentCode (binary heads) or None (float); validates the value set. A RecurrentCode (what
+    11_bebr_train hands on) is returned as it is, after checking its plane count."""
     if not binary:
         return None
+    if isinstance(emb, RecurrentCode):
+        if len(emb.weights) != planes:
+            raise ValueError(f"the code has {len(emb.weights)} bit planes but the head {planes} (u + 1); re-run "
+                             f"11_bebr_train with these bebr.heads settings")
+        return emb
     weights = tuple(0.5 ** i for i in range(planes))
     return RecurrentCode.from_values(emb, weights)
 
 
-def score_matrices(img: np.ndarray, txt: np.ndarray, binary: bool, planes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(i2t, t2i) ranking scores. Binary codes: exact cosine-equivalent keys from bits (SDC), so mathematically
-    equal cosines tie exactly; float: cosine of L2-normalised features (official)."""
+def code_values(emb) -> np.ndarray:
+    """The float64 values of a RecurrentCode (exact: sums of powers of two), other embeddings as float64."""
+    return (emb.values() if isinstance(emb, RecurrentCode) else np.asarray(emb)).astype(np.float64)
+
+
+def score_matrices(img, txt, binary: bool, planes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(i2t, t2i) ranking scores. Binary codes (value arrays or RecurrentCodes): exact cosine-equivalent keys from
+    bits (SDC), so mathematically equal cosines tie exactly; float: cosine of L2-normalised features (official)."""
     from bitlens.metrics import l2_normalize
     from bitlens.search import cosine_rank_keys, sdc_inner_products
 
@@ -125,7 +136,7 @@ def score_matrices(img: np.ndarray, txt: np.ndarray, binary: bool, planes: int) 
     return cosine_rank_keys(ip, ct.squared_norms()), cosine_rank_keys(ip.T, ci.squared_norms())
 
 
-def official_ranks_agree(img: np.ndarray, txt: np.ndarray, planes: int, decimals: int = 9) -> bool:
+def official_ranks_agree(img, txt, planes: int, decimals: int = 9) -> bool:
     """Does the SDC ranking from packed bit planes equal the official cosine of the {±0.5, ±1.5} vectors?
 
     The official float cosine carries rounding noise of ~1e-16 within exact ties, so it is rounded to
@@ -134,7 +145,7 @@ def official_ranks_agree(img: np.ndarray, txt: np.ndarray, planes: int, decimals
     from bitlens.metrics import l2_normalize, recall_at_k
 
     keys, _ = score_matrices(img, txt, True, planes)
-    official = np.round(l2_normalize(img) @ l2_normalize(txt).T, decimals)
+    official = np.round(l2_normalize(code_values(img)) @ l2_normalize(code_values(txt)).T, decimals)
     for ties in ("pessimistic", "optimistic", "index"):
         a = recall_at_k(keys, ks=(1, 5, 10, 50), ties=ties)
         b = recall_at_k(official, ks=(1, 5, 10, 50), ties=ties)
@@ -143,8 +154,9 @@ def official_ranks_agree(img: np.ndarray, txt: np.ndarray, planes: int, decimals
     return True
 
 
-def table_rows(name: str, img: np.ndarray, txt: np.ndarray, binary: bool, planes: int, out_dim: int) -> dict:
-    """One row of the BEBR table: recalls for every tie policy, both directions, bits and bytes per item."""
+def table_rows(name: str, img, txt, binary: bool, planes: int, out_dim: int) -> dict:
+    """One row of the BEBR table: recalls for every tie policy, both directions, bits and bytes per item. Binary
+    embeddings may come as value arrays or as RecurrentCodes."""
     from bitlens.metrics import TIE_POLICIES, recall_at_k
 
     s_i2t, s_t2i = score_matrices(img, txt, binary, planes)
@@ -233,3 +245,48 @@ def protocol_sentences(official: dict, clip: dict, ties: str, split: str) -> lis
             head += f", {d} the official first-caption R@1 {oi['r1']:.4f}"
         out.append(head + f"; text→image R@1 {c['t2i'][ties]['r1']:.4f} over {c['captions']} caption queries.")
     return out
+
+
+def sign_codes(emb) -> np.ndarray:
+    """±1 int8 codes of a one-plane binary embedding: a RecurrentCode's plane or the signs of values."""
+    if isinstance(emb, RecurrentCode):
+        if len(emb.weights) != 1:
+            raise ValueError(f"Hamming codes have one bit plane; this code has {len(emb.weights)}")
+        return unpack(emb.planes[0], emb.m)
+    return binarize(emb)
+
+
+# -- the tables of 12_bebr_eval, assembled from the rows above ------------------------------------
+
+def paper_table(rows: dict, base_rows: dict, published: dict, ties: str) -> list[dict]:
+    """The headline table: one record per head (beside its published numbers, `published[name]` with `bits` and
+    `recall@K`) and per baseline code, under tie policy `ties`."""
+    def recalls(r):
+        i2t, t2i = r["i2t"][ties], r["t2i"][ties]
+        return {"R@1": i2t["r1"], "R@5": i2t["r5"], "R@10": i2t["r10"], "R@50": i2t["r50"], "medr": i2t["medr"],
+                "meanr": i2t["meanr"], "t2i R@1": t2i["r1"], "t2i R@5": t2i["r5"], "t2i R@10": t2i["r10"]}
+
+    table = []
+    for name, r in rows.items():
+        pub = published.get(name, {})
+        table.append({"embedding": name, "kind": "head", "bits": r["bits"], **recalls(r),
+                      "paper bits": pub.get("bits"), "paper R@1": pub.get("recall@1"),
+                      "paper R@5": pub.get("recall@5"), "paper R@10": pub.get("recall@10")})
+    for name, r in base_rows.items():
+        table.append({"embedding": name, "kind": "baseline", "bits": r["bits"], **recalls(r)})
+    return table
+
+
+def ties_table(rows: dict) -> list[dict]:
+    """Image→text Recall@K of every embedding under every tie policy, one record each."""
+    return [{"embedding": n, "ties": t, **r["i2t"][t]} for n, r in rows.items() for t in r["i2t"]]
+
+
+def clip_protocol_table(clip_rows: dict, ties: str) -> list[dict]:
+    """The CLIP-protocol table: bits and R@1/5/10 both ways per embedding, under tie policy `ties`."""
+    return [{"embedding": n, "bits": r["bits"], **{f"i2t R@{k}": r["i2t"][ties][f"r{k}"] for k in (1, 5, 10)},
+             **{f"t2i R@{k}": r["t2i"][ties][f"r{k}"] for k in (1, 5, 10)}} for n, r in clip_rows.items()]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
