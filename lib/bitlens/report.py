@@ -455,36 +455,3 @@ def to_html(md: str, base: Path, title: str) -> str:
            "overflow:auto}figure{margin:12px 0}figcaption{font-size:12px;color:#666}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{css}"
             f"</style></head><body>{body}</body></html>\n")
-
-
-def recall_vs_bits_figure(ours: dict, published: dict, ours_label: str, paper_label: str, k: int = 10,
-                          baselines: dict | None = None):
-    """Recall@k against bits per item, this run and the published table in two panels side by side: they come
-    from different data (a profile's dataset vs COCO), so they never share axes.
-
-    `ours` / `published`: {embedding: (bits, recall)}; `baselines`: {method: [(bits, recall), ...]}, drawn in
-    this run's panel as dashed lines with hollow markers, labelled as baselines.
-    """
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    names = list(dict.fromkeys([*ours, *published]))  # one colour per embedding in both panels
-    for ax, points, title in ((axes[0], ours, ours_label), (axes[1], published, paper_label)):
-        for name, (bits, recall) in points.items():
-            if bits is None or recall is None:
-                continue
-            i = names.index(name)
-            ax.scatter(bits, recall, s=60, color=f"C{i}")
-            # labels of coinciding points would print over each other: stack them
-            ax.annotate(f"{name} ({int(bits)} bits)", (bits, recall), textcoords="offset points",
-                        xytext=(6, 4 - 11 * i), fontsize=8, color=f"C{i}")
-        ax.set(xscale="log", xlabel="bits per item", ylabel=f"image→text R@{k}", title=title)
-        ax.margins(x=0.3, y=0.15)
-    for j, (method, pts) in enumerate((baselines or {}).items()):
-        pts = sorted(pts)
-        axes[0].plot([b for b, _ in pts], [r for _, r in pts], ls="--", marker="os^"[j % 3], mfc="none",
-                     color=f"C{len(names) + j}", label=f"{method} (baseline)")
-    if baselines:
-        axes[0].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig

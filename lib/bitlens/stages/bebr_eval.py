@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from bitlens import claims, figures, io, report, speed, targets
+from bitlens import claims, figures, io, speed, targets
 from bitlens.bebr import baselines
 from bitlens.bebr.evaluate import (TIE_MEANING, clip_protocol_recalls, clip_protocol_table, code_of, code_values,
                                    hashing_table_row, head_embeddings, load_feature_file, official_ranks_agree,
@@ -168,10 +168,10 @@ def run(stage: Stage, force: bool = False) -> Section:
     data = "synthetic Shapes captions" if P["profile"] == "tiny" else "COCO image→text"
     base_pts = {m: [(r["bits"], r["i2t"][headline]["r10"]) for r in base_rows.values() if r["baseline"] == m]
                 for m in baselines.METHODS if any(r["baseline"] == m for r in base_rows.values())}
-    fig = report.recall_vs_bits_figure({n: (r["bits"], r["i2t"][headline]["r10"]) for n, r in rows.items()},
-                                       {n: (p["bits"], p["recall@10"]) for n, p in published.items()},
-                                       f"this run ({P['profile']} profile, {data})",
-                                       "published (COCO 2017 val, RN101)", baselines=base_pts)
+    fig = figures.recall_vs_bits_figure({n: (r["bits"], r["i2t"][headline]["r10"]) for n, r in rows.items()},
+                                        {n: (p["bits"], p["recall@10"]) for n, p in published.items()},
+                                        f"this run ({P['profile']} profile, {data})",
+                                        "published (COCO 2017 val, RN101)", baselines=base_pts)
     stage.save_figure(fig, "recall_vs_bits", caption=(
         f"Image→text Recall@10 against bits per item. Left: this run ({P['profile']} profile, {data}, "
         f"{n_pairs} pairs, {headline} ties). Dashed: baseline codes of the same CLIP features (LSH, sign-PCA, ITQ) "
