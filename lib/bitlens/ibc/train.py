@@ -350,8 +350,8 @@ def main(argv=None) -> int:
                     help="start from scratch even if the folder holds a run with the same settings (the earlier "
                          "files are moved to .previous/<folder>/<time>/, see bitlens.previous)")
     args = ap.parse_args(argv)
-    world = distributed.world_from_env()
-    try:
+
+    def train() -> None:
         P = config.load_params(args.profile, args.set)
         exps = P["ibc"]["experiments"]
         if args.experiment not in exps:
@@ -365,11 +365,8 @@ def main(argv=None) -> int:
             ap.error(f"ibc.experiments.{args.experiment}.dataset = {exp['dataset']!r} is not a key of "
                      f"data.imagelists ({', '.join(P['data']['imagelists'])})")
         train_experiment(exp, P["data"]["imagelists"][exp["dataset"]], args.out, args.device, fresh=args.fresh)
-    except (FileNotFoundError, ValueError) as e:
-        return cli.fail(prog, str(e))
-    finally:
-        distributed.teardown(world)
-    return 0
+
+    return checkpoint.run_cli(prog, train)
 
 
 if __name__ == "__main__":
