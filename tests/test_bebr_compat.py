@@ -192,10 +192,11 @@ def test_torchrun_flags_reproduce_the_compatible_settings(tmp_path):
 
     opts = TrainOptions(epochs=3, lr=0.02, lr_step_epoch=2, gamma=0.5, momentum=0.8, nesterov=False, weight_decay=0.0,
                         clip_grad=1.0, batch_size=64, tau=0.1, hard_k=2, seed=7, amp=True)
-    term = Compatibility(RBEHead(HeadConfig(32, 16, 2, 64, 1)), {}, 0.5, "old", "old/best.pth")
+    term = Compatibility(RBEHead(HeadConfig(32, 16, 2, 64, 1)), {}, 0.5, True, "old", "old/best.pth")
     args = parser().parse_args(train_flags("new", "out", HeadConfig(32, 16, 2, 64, 1), opts, True, term))
     assert (args.features, args.old_features, args.old_head, args.out) == ("new", "old", "old/best.pth", "out")
-    assert (args.weight, args.out_dim, args.u, args.hidden, args.blocks, args.fresh) == (0.5, 16, 2, 64, 1, True)
+    assert (args.weight, args.warm_start, args.out_dim, args.u, args.hidden, args.blocks, args.fresh) == \
+        (0.5, True, 16, 2, 64, 1, True)
     assert TrainOptions(**{k: getattr(args, k) for k in TrainOptions.__dataclass_fields__}) == opts
     with pytest.raises(ValueError, match="Compatibility.from_files"):
         train_flags("new", "out", HeadConfig(32, 16, 2, 64, 1), opts, compat=Compatibility(term.old_head, {}, 0.5))

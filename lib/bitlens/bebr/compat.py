@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from bitlens import io
-from bitlens.bebr.sampler import interleave_pairs
-from bitlens.bebr.train import FEATURE_FILES
+from bitlens.bebr.sampler import interleave_pairs, split_pairs
+from bitlens.bebr.train import FEATURE_FILES, Compatibility, TrainOptions, embed, train_or_launch
+from bitlens.bebr.heads import HeadConfig
 
 
 def head_checkpoint(folder) -> Path:
@@ -83,11 +84,12 @@ ROWS = (("old", "old", "old"), ("new (compatible)", "new (compatible)", "new→n
         ("new (independent)", "old", "cross"))
 
 
-def compat_rows(codes: dict, planes: dict, ties: str, ks=(1, 5, 10)) -> list[dict]:
+def compat_rows(codes: dict, planes: dict, ties: str, ks=(1, 5, 10), searches=ROWS) -> list[dict]:
     """The cross-version table: `codes[v] = (val image codes, val caption codes)` for v in old,
-    new (compatible), new (independent); image→text Recall@K, query version × gallery version."""
+    new (compatible), new (independent); image→text Recall@K, query version × gallery version (`searches`: the
+    rows wanted, of ROWS)."""
     rows = []
-    for qv, gv, kind in ROWS:
+    for qv, gv, kind in searches:
         r = cross_recall(codes[qv][0], planes[qv], codes[gv][1], planes[gv], ties, ks)
         rows.append({"query": qv, "gallery": gv, "search": kind, **{f"R@{k}": r[f"r{k}"] for k in ks}})
     return rows
@@ -131,6 +133,102 @@ def bct_verdict(rows: list[dict], ks=(1, 5, 10)) -> dict:
                     if all(checks["independent_cross_ge_old"].values())
                     else "the independently trained head fails its cross-version check."))
     return {"checks": checks, "compatible": bool(met), "sentences": lines}
+
+
+def mean_rows(per_seed: list[list[dict]], ks=(1, 5, 10)) -> list[dict]:
+    """One table from the same table over several seeds: each R@K the mean over seeds, with its sample standard
+    deviation as `R@K std` (0 for a single seed)."""
+    out = []
+    for i, row in enumerate(per_seed[0]):
+        vals = {k: np.array([t[i][f"R@{k}"] for t in per_seed], np.float64) for k in ks}
+        out.append({**{c: row[c] for c in ("query", "gallery", "search")},
+                    **{f"R@{k}": float(v.mean()) for k, v in vals.items()},
+                    **{f"R@{k} std": float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in vals.items()}})
+    return out
+
+
+def display_rows(rows: list[dict], ks=(1, 5, 10)) -> list[dict]:
+    """`mean ± std` cells for the table (the numbers stay in metrics.json)."""
+    return [{**{c: r[c] for c in ("query", "gallery", "search")},
+             **{f"R@{k}": f"{r[f'R@{k}']:.4f} ± {r[f'R@{k} std']:.4f}" for k in ks}} for r in rows]
+
+
+# -- choosing the compatibility settings without the reported pairs ------------------------------
+
+SELECTION_SEARCHES = (ROWS[0], ROWS[1], ROWS[3])  # old→old, new→new, new→old of the compatible head
+SEARCH_NAMES = {"old": "old→old", "new→new": "new→new", "cross": "new→old"}
+
+
+def holdout_split(features: dict, fraction: float, seed: int) -> dict:
+    """The training pairs split by image, in the official file roles: `train_*` keeps the pairs of most images,
+    `val_img` / `val_txt` hold each held-out image with its first caption (one pair per image, as the reported
+    pairs are). The reported pairs (`val_*` of `features`) are never read. The held-out images are a seeded draw of
+    the labels, so the old and new features of the same pairs split alike."""
+    img, txt, lab = split_pairs(features["train_feat"], features["train_label"])
+    images = np.unique(lab)
+    n_out = int(round(fraction * len(images)))
+    if not 0 < n_out < len(images):
+        raise ValueError(f"holding out {fraction} of {len(images)} training images leaves {n_out} to check and "
+                         f"{len(images) - n_out} to fit; choose bebr.compat.select.holdout in (0, 1) so both are ≥ 1")
+    held = np.isin(lab, np.random.default_rng(seed).permutation(images)[:n_out])
+    out_idx = np.flatnonzero(held)
+    first = out_idx[np.unique(lab[out_idx], return_index=True)[1]]
+    keep = np.flatnonzero(~held)
+    rows = np.stack([2 * keep, 2 * keep + 1], 1).ravel()
+    return {"train_feat": features["train_feat"][rows], "train_label": features["train_label"][rows],
+            "val_img": img[first], "val_txt": txt[first]}
+
+
+def criterion_margins(rows: list[dict], ks=(1, 5, 10)) -> dict:
+    """How far each check of BCT's criterion holds on one table: new→old − old→old and new→new − old→old per K,
+    and `worst`, the smallest of them (≥ 0: the criterion holds at every K)."""
+    def get(q, g):
+        return next(r for r in rows if r["query"] == q and r["gallery"] == g)
+
+    oo, nn, no = get("old", "old"), get("new (compatible)", "new (compatible)"), get("new (compatible)", "old")
+    m = {f"new→old − old→old R@{k}": no[f"R@{k}"] - oo[f"R@{k}"] for k in ks}
+    m.update({f"new→new − old→old R@{k}": nn[f"R@{k}"] - oo[f"R@{k}"] for k in ks})
+    return {**m, "worst": min(m.values())}
+
+
+def select_setting(old_dir, new_dir, old_head_path, cfg: HeadConfig, opts: TrainOptions, candidates: list[dict],
+                   holdout: float, seed: int, out_dir, ties: str, nproc: int = 1, fresh: bool = False,
+                   log=print) -> dict:
+    """Choose the compatibility settings on held-out training pairs, never on the reported ones.
+
+    The old and new training features are split alike (`holdout_split`) and written under `out_dir`; each
+    candidate ({'weight': λ, 'warm_start': bool}) trains a compatible head on the fitting pairs, and the
+    held-out pairs give its old→old, new→new and new→old table. The chosen candidate has the largest worst margin
+    of the criterion (`criterion_margins`; ties: the first listed). Returns {'chosen', 'index', 'candidates':
+    one row per candidate with its settings, held-out Recall@K and margins, 'holdout_pairs'}."""
+    from bitlens.bebr.train import load_features
+
+    if not candidates:
+        raise ValueError("no candidate settings to choose from (bebr.compat.select.weights is empty)")
+    out_dir = Path(out_dir)
+    split = {}
+    for name, src in (("old", old_dir), ("new", new_dir)):
+        split[name] = out_dir / f"{name}_features"
+        part = holdout_split(load_features(src), holdout, seed)
+        for f in FEATURE_FILES:
+            io.save_npy(split[name] / f, part[f[:-4]])
+    new = load_features(split["new"])
+    summary = []
+    for i, cand in enumerate(candidates):
+        term = Compatibility.from_files(split["old"], old_head_path, cand["weight"], cand["warm_start"])
+        log(f"== candidate {i + 1}/{len(candidates)}: λ = {cand['weight']}, warm start {cand['warm_start']}")
+        folder = out_dir / f"candidate_{i + 1}"
+        train_or_launch(new, split["new"], cfg, opts, folder, nproc, fresh=fresh, log=log, compat=term)
+        old_codes = tuple(embed(term.old_head.cpu(), term.old_features[k], "cpu") for k in ("val_img", "val_txt"))
+        codes = {"old": old_codes, "new (compatible)": (np.load(folder / "feat_image.npy"),
+                                                        np.load(folder / "feat_txt.npy"))}
+        planes = {"old": term.old_head.cfg.planes, "new (compatible)": cfg.planes}
+        rows = compat_rows(codes, planes, ties, searches=SELECTION_SEARCHES)
+        summary.append({**cand, **{f"{SEARCH_NAMES[r['search']]} R@{k}": r[f"R@{k}"] for r in rows for k in (1, 5, 10)},
+                        **criterion_margins(rows)})
+    best = max(range(len(summary)), key=lambda j: (summary[j]["worst"], -j))
+    return {"chosen": dict(candidates[best]), "index": best, "candidates": summary,
+            "holdout_pairs": int(len(new["val_img"]))}
 
 
 # -- the new encoder version ----------------------------------------------------------------

@@ -22,6 +22,10 @@ from bitlens.metrics import TIE_POLICIES, recall_both_directions
 PROG = "python -m bitlens.bebr.evaluate"
 MAX_ABS = 1e150  # float64 squares overflow above ~1.3e154; a feature's squared norm sums `dims` of them
 NPY_FORMAT = "a NumPy .npy file holding a 2-D float array (items × dims), as written by numpy.save"
+TIE_MEANING = {"pessimistic": "an item tied with the true one counts before it",
+               "optimistic": "the true item counts before every item tied with it",
+               "expected": "the mean rank over all orders of the tied items",
+               "index": "tied items in database-index order"}
 
 
 def load_feature_file(path) -> np.ndarray:

@@ -126,19 +126,21 @@ def optimizer_step(loss: torch.Tensor, head: torch.nn.Module, opt, scaler, clip_
 @dataclass
 class Compatibility:
     """Train the new head compatible with `old_head` (frozen): λ = `weight` > 0 times new codes contrasted against
-    the old codes of the same pairs' `old_features` (docs/compat.md). `old_features_dir` / `old_head_path` name the
-    files they came from, which a torchrun launch passes to its processes."""
+    the old codes of the same pairs' `old_features` (docs/compat.md); `warm_start` starts the new head from the old
+    head's weights (same architecture and input size) instead of a seeded random start. `old_features_dir` /
+    `old_head_path` name the files they came from, which a torchrun launch passes to its processes."""
     old_head: RBEHead
     old_features: dict
     weight: float
+    warm_start: bool = False
     old_features_dir: str | None = None
     old_head_path: str | None = None
 
     @classmethod
-    def from_files(cls, features_dir, head_path, weight: float) -> "Compatibility":
+    def from_files(cls, features_dir, head_path, weight: float, warm_start: bool = False) -> "Compatibility":
         feats = load_features(features_dir)
-        return cls(load_head(head_path, feats["train_feat"].shape[1]), feats, weight, str(features_dir),
-                   str(head_path))
+        return cls(load_head(head_path, feats["train_feat"].shape[1]), feats, weight, warm_start,
+                   str(features_dir), str(head_path))
 
     def check(self, cfg: HeadConfig, new_features: dict) -> None:
         if not self.weight > 0:
@@ -146,13 +148,17 @@ class Compatibility:
                              f"train without the term for an independent head")
         check_layout(self.old_head.cfg, cfg)
         check_same_items(self.old_features, new_features)
+        if self.warm_start and self.old_head.cfg != cfg:
+            raise ValueError(f"a warm start copies the old head, so the new head must be built alike: old "
+                             f"{self.old_head.cfg}, new {cfg} (bebr.compat.new_u, the encoders' feature sizes); "
+                             f"train without warm_start")
 
     def flags(self) -> list[str]:
         if self.old_features_dir is None or self.old_head_path is None:
             raise ValueError("a torchrun launch needs the old version as files: build the term with "
                              "Compatibility.from_files(old features folder, old head checkpoint, λ)")
         return ["--old-features", self.old_features_dir, "--old-head", self.old_head_path, "--weight",
-                str(self.weight)]
+                str(self.weight), *(["--warm-start"] if self.warm_start else [])]
 
 
 def check_layout(old: HeadConfig, new: HeadConfig) -> None:
@@ -223,8 +229,12 @@ def train_head(features: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, fre
         old_val_txt = l2_normalize(embed(old_head, compat.old_features["val_txt"], device))
         settings.update(weight=compat.weight, old_head=checkpoint.data_digest(old_head.state_dict()),
                         inputs=checkpoint.data_digest(training_inputs(features), training_inputs(compat.old_features)))
+        if compat.warm_start:
+            settings["warm_start"] = True
     torch.manual_seed(opts.seed)  # the same seed gives compatible and independent heads the same start
     head = RBEHead(cfg).to(device)
+    if compat is not None and compat.warm_start:
+        head.load_state_dict(compat.old_head.state_dict())
     opt = torch.optim.SGD(param_groups(head, opts.weight_decay), lr=opts.lr, momentum=opts.momentum,
                           nesterov=opts.nesterov)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=opts.lr_step_epoch, gamma=opts.gamma)
@@ -378,6 +388,7 @@ def parser():
     ap.add_argument("--old-head", help="compatible training: the old head's checkpoint (11_bebr_train/<head>/)")
     ap.add_argument("--weight", type=cli.ranged(BEBR["compat"]["weight"], "--weight", "bebr.compat.weight"),
                     default=1.0, help="λ of the compatibility term (with --old-features and --old-head)")
+    ap.add_argument("--warm-start", action="store_true", help="start the compatible head from the old head's weights")
     return ap
 
 
@@ -390,7 +401,7 @@ def main(argv=None) -> int:
         if args.old_features or args.old_head:
             if not (args.old_features and args.old_head):
                 raise ValueError("compatible training needs both --old-features and --old-head")
-            compat = Compatibility.from_files(args.old_features, args.old_head, args.weight)
+            compat = Compatibility.from_files(args.old_features, args.old_head, args.weight, args.warm_start)
         out_dim = args.out_dim or (compat.old_head.cfg.out_dim if compat else 512)
         cfg = HeadConfig(feats["train_feat"].shape[1], out_dim, args.u, args.hidden, args.blocks, not args.float)
         opts = TrainOptions(**{k: getattr(args, k) for k in TrainOptions.__dataclass_fields__})
