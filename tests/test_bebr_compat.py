@@ -139,6 +139,9 @@ def test_bct_verdict_is_computed_from_the_numbers():
     assert v["sentences"][-1].startswith("The compatible head does not meet")
     rows[3]["R@5"] = 0.6  # equal counts as compatible (≥)
     assert compat.bct_verdict(rows)["compatible"]
+    rows[4]["R@10"] = 0.7  # the independent head passing at one K: that K does not separate the heads
+    v = compat.bct_verdict(rows)
+    assert not v["compatible"] and "also passes the cross-version check at R@10" in v["sentences"][-1]
 
 
 # -- a short run: compatibility is learnt, independence is not -------------------------------
@@ -268,3 +271,61 @@ def test_continuing_the_old_tiny_clip_needs_its_weights_file(tmp_path):
         compat.new_version_features(tmp_path / "new", root, ("val2017", "val2017"), enc, 1, "cpu",
                                     old_weights=tmp_path / "missing.pt")
     assert not (tmp_path / "new" / "tiny_clip.pt").exists()
+
+
+# -- choosing λ without the reported pairs ---------------------------------------------------------
+
+def test_the_holdout_split_is_the_same_for_both_versions_and_never_reads_the_reported_pairs():
+    old_f, new_f = _versions(n=300, n_val=40)
+    a, b = compat.holdout_split(old_f, 0.25, seed=3), compat.holdout_split(new_f, 0.25, seed=3)
+    np.testing.assert_array_equal(a["train_label"], b["train_label"])
+    kept = set(a["train_label"].tolist())
+    held = set(old_f["train_label"].tolist()) - kept
+    assert len(held) == 65 and len(a["val_img"]) == 65 and len(a["train_label"]) == 2 * 195
+    # each held-out image is checked with its own (first) pair, none of the reported pairs
+    img, txt = old_f["train_feat"][0::2], old_f["train_feat"][1::2]
+    firsts = np.flatnonzero(np.isin(old_f["train_label"][0::2], sorted(held)))
+    np.testing.assert_array_equal(a["val_img"], img[firsts])
+    np.testing.assert_array_equal(a["val_txt"], txt[firsts])
+    with pytest.raises(ValueError, match="select.holdout"):
+        compat.holdout_split(old_f, 0.001, seed=3)
+
+
+def test_the_chosen_setting_does_not_change_when_the_reported_pairs_do(tmp_path):
+    from bitlens.bebr.train import FEATURE_FILES
+
+    old_f, new_f = _versions(n=400, n_val=60)
+    cfg = HeadConfig(16, 16, 1, 0, 1)
+    opts = TrainOptions(epochs=2, batch_size=100, lr=0.05, lr_step_epoch=1)
+    cands = [{"weight": 0.5, "warm_start": False}, {"weight": 2.0, "warm_start": True}]
+
+    def choose(run, feats):
+        dirs = {}
+        for name, f in zip(("old", "new"), feats):
+            dirs[name] = tmp_path / run / name
+            dirs[name].mkdir(parents=True)
+            for file in FEATURE_FILES:
+                np.save(dirs[name] / file, f[file[:-4]])
+        return compat.select_setting(dirs["old"], dirs["new"], cfg, opts, cfg, opts, cands, 0.25, 0,
+                                     tmp_path / run / "selection", "pessimistic", **QUIET)
+
+    first = choose("a", (old_f, new_f))
+    rng = np.random.default_rng(9)
+    shuffled = [{**f, "val_img": rng.standard_normal(f["val_img"].shape).astype(np.float32),
+                 "val_txt": f["val_txt"][::-1].copy()} for f in (old_f, new_f)]
+    second = choose("b", shuffled)
+    assert second["chosen"] == first["chosen"] and second["candidates"] == first["candidates"]
+    assert first["holdout_pairs"] == 85 and len(first["candidates"]) == 2
+    worst = [c["worst"] for c in first["candidates"]]
+    assert first["index"] == int(np.argmax(worst))  # the largest worst margin of the criterion
+
+
+def test_the_table_over_seeds_is_the_mean_with_the_sample_deviation():
+    def table(r1):
+        return [{"query": "old", "gallery": "old", "search": "old", "R@1": 0.5, "R@5": 0.8, "R@10": 0.9},
+                {"query": "new (compatible)", "gallery": "old", "search": "cross", "R@1": r1, "R@5": 0.8, "R@10": 0.9}]
+
+    rows = compat.mean_rows([table(0.4), table(0.5), table(0.6)])
+    assert rows[1]["R@1"] == pytest.approx(0.5) and rows[1]["R@1 std"] == pytest.approx(0.1)  # ddof = 1
+    assert rows[0]["R@1 std"] == 0.0 and compat.mean_rows([table(0.4)])[1]["R@1 std"] == 0.0
+    assert compat.display_rows(rows)[1]["R@1"] == "0.5000 ± 0.1000"

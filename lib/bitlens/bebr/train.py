@@ -366,6 +366,7 @@ def train_or_launch(features: dict, features_dir, cfg: HeadConfig, opts: TrainOp
 def parser():
     from bitlens import cli
     from bitlens.schema.bebr import BEBR, HEAD
+    from bitlens.schema.fields import Field
 
     ap = cli.parser(PROG, __doc__)
     ap.add_argument("--features", required=True, help="folder with " + ", ".join(FEATURE_FILES))
@@ -386,7 +387,8 @@ def parser():
                          "files are moved to .previous/<folder>/<time>/, see bitlens.previous)")
     ap.add_argument("--old-features", help="compatible training: the old version's feature folder (same pairs)")
     ap.add_argument("--old-head", help="compatible training: the old head's checkpoint (11_bebr_train/<head>/)")
-    ap.add_argument("--weight", type=cli.ranged(BEBR["compat"]["weight"], "--weight", "bebr.compat.weight"),
+    weight = Field(float, 1.0, above=0)  # one of bebr.compat.select.weights
+    ap.add_argument("--weight", type=cli.ranged(weight, "--weight", "bebr.compat.select.weights"),
                     default=1.0, help="λ of the compatibility term (with --old-features and --old-head)")
     ap.add_argument("--warm-start", action="store_true", help="start the compatible head from the old head's weights")
     return ap
