@@ -62,7 +62,7 @@ def test_official_state_dict_keys_load_and_mismatch_is_explained():
     assert {"W.0.fc.weight", "W.0.bn.weight", "W.2.fc.weight", "W.3.weight"} <= set(hashh.state_dict())
     sd = {"module." + k: v for k, v in bebr.state_dict().items()}  # saved from DDP
     RBEHead(HeadConfig(512, 512, 1, 2048, 1)).load_official(sd)
-    with pytest.raises(ValueError, match="missing keys: B0"):
+    with pytest.raises(ValueError, match=r"missing keys \(\d+\): B0"):
         RBEHead(HeadConfig(512, 512, 1, 2048, 1)).load_official(hashh.state_dict(), "hash.pth")
 
 
@@ -237,25 +237,27 @@ def test_cli_rejects_a_misspelt_boolean_and_explains_every_flag(tmp_path, capsys
     assert "train_feat.npy: missing feature file" in capsys.readouterr().err
 
 
-def test_torchrun_command_reproduces_every_setting(tmp_path, monkeypatch):
+def test_torchrun_flags_reproduce_every_setting(tmp_path, monkeypatch):
     import bitlens.bebr.train as T
+    from bitlens import checkpoint
 
     cfg = HeadConfig(8, 16, 1, 0, 1, binary=False)
     opts = TrainOptions(epochs=2, batch_size=32, lr=0.05, amp=True, nesterov=False)
-    cmd = T.torchrun_command(tmp_path / "f", tmp_path / "o", cfg, opts, 2, fresh=True)
+    cmd = checkpoint.torchrun_command("bitlens.bebr.train", T.train_flags(tmp_path / "f", tmp_path / "o", cfg, opts,
+                                                                          fresh=True), 2)
     assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
     seen = {}
 
-    def fake_train(feats, c, o, out, fresh, **kw):
-        seen.update(cfg=c, opts=o, fresh=fresh, out=out)
+    def fake_train(feats, c, o, out, fresh, compat, **kw):
+        seen.update(cfg=c, opts=o, fresh=fresh, out=out, compat=compat)
         return {"epoch": [], "val_r1": []}
 
     monkeypatch.setattr(T, "load_features", lambda d: {"train_feat": np.zeros((2, 8), np.float32)})
     monkeypatch.setattr(T, "train_head", fake_train)
     assert T.main(cmd[cmd.index("bitlens.bebr.train") + 1:]) == 0  # what each rank parses
-    assert seen == {"cfg": cfg, "opts": opts, "fresh": True, "out": str(tmp_path / "o")}
+    assert seen == {"cfg": cfg, "opts": opts, "fresh": True, "out": str(tmp_path / "o"), "compat": None}
     with pytest.raises(ValueError, match="nproc = 1"):
-        T.torchrun_command(tmp_path, tmp_path, cfg, opts, 1)
+        checkpoint.torchrun_command("bitlens.bebr.train", [], 1)
 
 
 def test_evaluate_cli_json_and_bad_files(tmp_path, capsys):

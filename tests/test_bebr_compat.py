@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from bitlens.bebr import compat
-from bitlens.bebr.heads import HeadConfig, RBEHead
-from bitlens.bebr.train import TrainOptions, train_head
+from bitlens.bebr.heads import HeadConfig, RBEHead, load_head
+from bitlens.bebr.loss import compat_loss
+from bitlens.bebr.train import Compatibility, TrainOptions, check_layout, train_head
 from bitlens.search import sdc_inner_products, sdc_topk
 
 torch.set_num_threads(1)
@@ -56,7 +57,7 @@ def test_compat_loss_sends_no_gradient_to_the_old_head_even_if_its_codes_carry_a
     x_old, x_new = torch.randn(2, 12, 6), torch.randn(2, 12, 5)
     o_img, o_txt = old(x_old[0]), old(x_old[1])  # computed with gradients enabled, on purpose
     assert o_img.requires_grad
-    loss = compat.compat_loss(new(x_new[0]), new(x_new[1]), o_img, o_txt, torch.arange(12), 0.05, 3)
+    loss = compat_loss(new(x_new[0]), new(x_new[1]), o_img, o_txt, torch.arange(12), 0.05, 3)
     loss.backward()
     assert all(p.grad is None for p in old.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in new.parameters())
@@ -67,8 +68,8 @@ def test_training_leaves_the_old_head_and_its_batchnorm_statistics_unchanged(tmp
     torch.manual_seed(0)
     old = RBEHead(HeadConfig(16, 8, 1, 32, 1))  # BatchNorm inside: train mode would move its running stats
     before = {k: v.clone() for k, v in old.state_dict().items()}
-    compat.train_compatible(new_f, HeadConfig(16, 8, 1, 32, 1), TrainOptions(epochs=1, batch_size=64, lr=0.05),
-                            tmp_path, old_head=old, old_feats=old_f, weight=1.0, **QUIET)
+    train_head(new_f, HeadConfig(16, 8, 1, 32, 1), TrainOptions(epochs=1, batch_size=64, lr=0.05), tmp_path,
+               compat=Compatibility(old, old_f, 1.0), **QUIET)
     after = old.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(not p.requires_grad for p in old.parameters())
@@ -76,20 +77,20 @@ def test_training_leaves_the_old_head_and_its_batchnorm_statistics_unchanged(tmp
 
 def test_layout_and_checkpoint_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="same out_dim"):
-        compat.check_layout(HeadConfig(8, 16, 1), HeadConfig(8, 32, 1))
+        check_layout(HeadConfig(8, 16, 1), HeadConfig(8, 32, 1))
     with pytest.raises(ValueError, match="binary heads"):
-        compat.check_layout(HeadConfig(8, 16, 0, binary=False), HeadConfig(8, 16, 1))
-    compat.check_layout(HeadConfig(8, 16, 1), HeadConfig(4, 16, 2))  # another encoder and bit budget: fine
+        check_layout(HeadConfig(8, 16, 0, binary=False), HeadConfig(8, 16, 1))
+    check_layout(HeadConfig(8, 16, 1), HeadConfig(4, 16, 2))  # another encoder and bit budget: fine
     with pytest.raises(FileNotFoundError, match="11_bebr_train"):
-        compat.load_head(tmp_path / "nope.pth")
+        load_head(tmp_path / "nope.pth")
     _save_head(tmp_path / "h.pth", RBEHead(HeadConfig(8, 16, 1, 0)))
     with pytest.raises(ValueError, match="8-d features but the old features are 4-d"):
-        compat.load_head(tmp_path / "h.pth", in_dim=4)
+        load_head(tmp_path / "h.pth", in_dim=4)
     old_f, new_f = _versions(n=100, n_val=20)
     new_f["train_label"] = new_f["train_label"][::-1].copy()
     with pytest.raises(ValueError, match="different pairs"):
-        compat.train_compatible(new_f, HeadConfig(16, 8, 1, 0), TrainOptions(epochs=1, batch_size=32), tmp_path,
-                                old_head=RBEHead(HeadConfig(16, 8, 1, 0)), old_feats=old_f, **QUIET)
+        train_head(new_f, HeadConfig(16, 8, 1, 0), TrainOptions(epochs=1, batch_size=32), tmp_path,
+                   compat=Compatibility(RBEHead(HeadConfig(16, 8, 1, 0)), old_f, 1.0), **QUIET)
 
 
 # -- cross-version SDC --------------------------------------------------------------------
@@ -138,6 +139,9 @@ def test_bct_verdict_is_computed_from_the_numbers():
     assert v["sentences"][-1].startswith("The compatible head does not meet")
     rows[3]["R@5"] = 0.6  # equal counts as compatible (≥)
     assert compat.bct_verdict(rows)["compatible"]
+    rows[4]["R@10"] = 0.7  # the independent head passing at one K: that K does not separate the heads
+    v = compat.bct_verdict(rows)
+    assert not v["compatible"] and "also passes the cross-version check at R@10" in v["sentences"][-1]
 
 
 # -- a short run: compatibility is learnt, independence is not -------------------------------
@@ -147,10 +151,9 @@ def test_compatible_head_searches_the_old_index_and_the_independent_head_does_no
     cfg = HeadConfig(16, 16, 1, 0, 1)
     opts = TrainOptions(epochs=4, batch_size=200, lr=0.05, lr_step_epoch=3)
     train_head(old_f, cfg, opts, tmp_path / "old", **QUIET)
-    old_head = compat.load_head(compat.head_checkpoint(tmp_path / "old"), in_dim=16)
-    hist = compat.train_compatible(new_f, cfg, opts, tmp_path / "c", old_head=old_head, old_feats=old_f, weight=1.0,
-                                   **QUIET)
-    compat.train_compatible(new_f, cfg, opts, tmp_path / "i", weight=0.0, **QUIET)
+    old_head = load_head(compat.head_checkpoint(tmp_path / "old"), in_dim=16)
+    hist = train_head(new_f, cfg, opts, tmp_path / "c", compat=Compatibility(old_head, old_f, 1.0), **QUIET)
+    train_head(new_f, cfg, opts, tmp_path / "i", **QUIET)
 
     def codes(d):
         return np.load(d / "feat_image.npy"), np.load(d / "feat_txt.npy")
@@ -161,14 +164,13 @@ def test_compatible_head_searches_the_old_index_and_the_independent_head_does_no
     cross = {r["query"]: r["R@10"] for r in rows if r["search"] == "cross"}
     assert cross["new (compatible)"] > 0.5 > 0.2 > cross["new (independent)"]
     # the same settings reuse the finished run; another weight starts afresh and keeps the earlier run aside
-    again = compat.train_compatible(new_f, cfg, opts, tmp_path / "c", old_head=old_head, old_feats=old_f, weight=1.0,
-                                    **QUIET)
+    again = train_head(new_f, cfg, opts, tmp_path / "c", compat=Compatibility(old_head, old_f, 1.0), **QUIET)
     assert again["loss"] == hist["loss"]
     lines = []
-    other = compat.train_compatible(new_f, cfg, dataclasses.replace(opts, epochs=1), tmp_path / "c",
-                                    old_head=old_head, old_feats=old_f, weight=0.5, log=lines.append)
+    other = train_head(new_f, cfg, dataclasses.replace(opts, epochs=1), tmp_path / "c",
+                       compat=Compatibility(old_head, old_f, 0.5), log=lines.append)
     assert len(other["loss"]) == 1 and any("weight: 1.0 → 0.5" in line for line in lines)
-    assert len(list((tmp_path / ".previous" / "c").glob("*/head.pth"))) == 1
+    assert len(list((tmp_path / ".previous" / "c").glob("*/checkpoint.pth"))) == 1
     assert not list((tmp_path / "c").glob("previous-*"))
 
 
@@ -178,28 +180,29 @@ def test_an_interrupted_run_resumes_to_the_same_head(tmp_path):
     torch.manual_seed(0)
     old = RBEHead(HeadConfig(16, 8, 1, 0, 1))
     opts = TrainOptions(epochs=3, batch_size=64, lr=0.05, lr_step_epoch=2)
-    whole = compat.train_compatible(new_f, cfg, opts, tmp_path / "a", old_head=old, old_feats=old_f, **QUIET)
-    compat.train_compatible(new_f, cfg, dataclasses.replace(opts, epochs=1), tmp_path / "b", old_head=old,
-                            old_feats=old_f, **QUIET)
-    resumed = compat.train_compatible(new_f, cfg, opts, tmp_path / "b", old_head=old, old_feats=old_f, **QUIET)
+    term = Compatibility(old, old_f, 1.0)
+    whole = train_head(new_f, cfg, opts, tmp_path / "a", compat=term, **QUIET)
+    train_head(new_f, cfg, dataclasses.replace(opts, epochs=1), tmp_path / "b", compat=term, **QUIET)
+    resumed = train_head(new_f, cfg, opts, tmp_path / "b", compat=term, **QUIET)
     assert resumed["loss"] == whole["loss"]
-    a = torch.load(tmp_path / "a" / compat.HEAD_FILE, weights_only=False)["state_dict"]
-    b = torch.load(tmp_path / "b" / compat.HEAD_FILE, weights_only=False)["state_dict"]
+    a = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=False)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_torchrun_command_reproduces_the_settings():
+def test_torchrun_flags_reproduce_the_compatible_settings(tmp_path):
+    from bitlens.bebr.train import parser, train_flags
+
     opts = TrainOptions(epochs=3, lr=0.02, lr_step_epoch=2, gamma=0.5, momentum=0.8, nesterov=False, weight_decay=0.0,
                         clip_grad=1.0, batch_size=64, tau=0.1, hard_k=2, seed=7, amp=True)
-    cmd = compat.torchrun_command(2, "new", "out", HeadConfig(32, 16, 2, 64, 1), opts, 0.5, "old", "old/best.pth",
-                                  fresh=True)
-    assert cmd[cmd.index("-m") + 1] == "torch.distributed.run" and "--nproc_per_node=2" in cmd
-    args = compat.parser().parse_args(cmd[cmd.index("bitlens.bebr.compat") + 1:])
-    assert (args.new_features, args.old_features, args.old_head, args.out) == ("new", "old", "old/best.pth", "out")
-    assert (args.weight, args.out_dim, args.u, args.hidden, args.blocks, args.fresh) == (0.5, 16, 2, 64, 1, True)
+    term = Compatibility(RBEHead(HeadConfig(32, 16, 2, 64, 1)), {}, 0.5, True, "old", "old/best.pth")
+    args = parser().parse_args(train_flags("new", "out", HeadConfig(32, 16, 2, 64, 1), opts, True, term))
+    assert (args.features, args.old_features, args.old_head, args.out) == ("new", "old", "old/best.pth", "out")
+    assert (args.weight, args.warm_start, args.out_dim, args.u, args.hidden, args.blocks, args.fresh) == \
+        (0.5, True, 16, 2, 64, 1, True)
     assert TrainOptions(**{k: getattr(args, k) for k in TrainOptions.__dataclass_fields__}) == opts
-    with pytest.raises(ValueError, match="2 or more"):
-        compat.torchrun_command(1, "new", "out", HeadConfig(32, 16, 2, 64, 1), opts, 0.0)
+    with pytest.raises(ValueError, match="Compatibility.from_files"):
+        train_flags("new", "out", HeadConfig(32, 16, 2, 64, 1), opts, compat=Compatibility(term.old_head, {}, 0.5))
 
 
 # -- torchrun ----------------------------------------------------------------------------
@@ -208,14 +211,13 @@ DDP_SCRIPT = """
 import sys, numpy as np, torch
 sys.path.insert(0, {tests!r})
 from test_bebr_compat import _versions
-from bitlens.bebr import compat
-from bitlens.bebr.heads import HeadConfig
-from bitlens.bebr.train import TrainOptions
+from bitlens.bebr.heads import HeadConfig, load_head
+from bitlens.bebr.train import Compatibility, TrainOptions, train_head
 torch.set_num_threads(1)
 old_f, new_f = _versions(n=160, n_val=32)
-old = compat.load_head({old!r})
-compat.train_compatible(new_f, HeadConfig(16, 8, 1, 0, 1), TrainOptions(epochs=2, batch_size=64, lr=0.05),
-                        sys.argv[1], old_head=old, old_feats=old_f, weight=1.0, log=lambda *_: None)
+old = load_head({old!r})
+train_head(new_f, HeadConfig(16, 8, 1, 0, 1), TrainOptions(epochs=2, batch_size=64, lr=0.05), sys.argv[1],
+           compat=Compatibility(old, old_f, 1.0), log=lambda *_: None)
 from bitlens import distributed
 distributed.teardown(distributed.world_from_env())
 """
@@ -238,7 +240,7 @@ def test_torchrun_two_processes_give_the_single_process_parameters(tmp_path):
                               "--master_addr=127.0.0.1", f"--master_port={port}", str(script), str(out_dir)],
                              capture_output=True, text=True, timeout=300, env=env)
         assert out.returncode == 0, out.stderr[-3000:]
-        return torch.load(out_dir / compat.HEAD_FILE, weights_only=False)["state_dict"], \
+        return torch.load(out_dir / "checkpoint.pth", weights_only=False)["state_dict"], \
             json.loads((out_dir / "history.json").read_text())
 
     (one, h1), (two, h2) = run(1), run(2)
@@ -269,3 +271,61 @@ def test_continuing_the_old_tiny_clip_needs_its_weights_file(tmp_path):
         compat.new_version_features(tmp_path / "new", root, ("val2017", "val2017"), enc, 1, "cpu",
                                     old_weights=tmp_path / "missing.pt")
     assert not (tmp_path / "new" / "tiny_clip.pt").exists()
+
+
+# -- choosing λ without the reported pairs ---------------------------------------------------------
+
+def test_the_holdout_split_is_the_same_for_both_versions_and_never_reads_the_reported_pairs():
+    old_f, new_f = _versions(n=300, n_val=40)
+    a, b = compat.holdout_split(old_f, 0.25, seed=3), compat.holdout_split(new_f, 0.25, seed=3)
+    np.testing.assert_array_equal(a["train_label"], b["train_label"])
+    kept = set(a["train_label"].tolist())
+    held = set(old_f["train_label"].tolist()) - kept
+    assert len(held) == 65 and len(a["val_img"]) == 65 and len(a["train_label"]) == 2 * 195
+    # each held-out image is checked with its own (first) pair, none of the reported pairs
+    img, txt = old_f["train_feat"][0::2], old_f["train_feat"][1::2]
+    firsts = np.flatnonzero(np.isin(old_f["train_label"][0::2], sorted(held)))
+    np.testing.assert_array_equal(a["val_img"], img[firsts])
+    np.testing.assert_array_equal(a["val_txt"], txt[firsts])
+    with pytest.raises(ValueError, match="select.holdout"):
+        compat.holdout_split(old_f, 0.001, seed=3)
+
+
+def test_the_chosen_setting_does_not_change_when_the_reported_pairs_do(tmp_path):
+    from bitlens.bebr.train import FEATURE_FILES
+
+    old_f, new_f = _versions(n=400, n_val=60)
+    cfg = HeadConfig(16, 16, 1, 0, 1)
+    opts = TrainOptions(epochs=2, batch_size=100, lr=0.05, lr_step_epoch=1)
+    cands = [{"weight": 0.5, "warm_start": False}, {"weight": 2.0, "warm_start": True}]
+
+    def choose(run, feats):
+        dirs = {}
+        for name, f in zip(("old", "new"), feats):
+            dirs[name] = tmp_path / run / name
+            dirs[name].mkdir(parents=True)
+            for file in FEATURE_FILES:
+                np.save(dirs[name] / file, f[file[:-4]])
+        return compat.select_setting(dirs["old"], dirs["new"], cfg, opts, cfg, opts, cands, 0.25, 0,
+                                     tmp_path / run / "selection", "pessimistic", **QUIET)
+
+    first = choose("a", (old_f, new_f))
+    rng = np.random.default_rng(9)
+    shuffled = [{**f, "val_img": rng.standard_normal(f["val_img"].shape).astype(np.float32),
+                 "val_txt": f["val_txt"][::-1].copy()} for f in (old_f, new_f)]
+    second = choose("b", shuffled)
+    assert second["chosen"] == first["chosen"] and second["candidates"] == first["candidates"]
+    assert first["holdout_pairs"] == 85 and len(first["candidates"]) == 2
+    worst = [c["worst"] for c in first["candidates"]]
+    assert first["index"] == int(np.argmax(worst))  # the largest worst margin of the criterion
+
+
+def test_the_table_over_seeds_is_the_mean_with_the_sample_deviation():
+    def table(r1):
+        return [{"query": "old", "gallery": "old", "search": "old", "R@1": 0.5, "R@5": 0.8, "R@10": 0.9},
+                {"query": "new (compatible)", "gallery": "old", "search": "cross", "R@1": r1, "R@5": 0.8, "R@10": 0.9}]
+
+    rows = compat.mean_rows([table(0.4), table(0.5), table(0.6)])
+    assert rows[1]["R@1"] == pytest.approx(0.5) and rows[1]["R@1 std"] == pytest.approx(0.1)  # ddof = 1
+    assert rows[0]["R@1 std"] == 0.0 and compat.mean_rows([table(0.4)])[1]["R@1 std"] == 0.0
+    assert compat.display_rows(rows)[1]["R@1"] == "0.5000 ± 0.1000"

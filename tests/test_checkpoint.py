@@ -69,3 +69,21 @@ def _previous(out_dir):
     assert not [p for p in out_dir.rglob("previous-*")]
     home = out_dir.parent / ".previous" / out_dir.name
     return sorted(home.iterdir()) if home.exists() else []
+
+
+def test_no_block_of_six_lines_is_repeated_in_the_training_code():
+    """One trainer per paper: the loops, the loader, the launcher and the CLI tail exist once (issue 19)."""
+    from collections import defaultdict
+    from pathlib import Path
+
+    lib = Path(checkpoint.__file__).parent
+    files = [*sorted((lib / "bebr").glob("*.py")), lib / "ibc" / "train.py", lib / "checkpoint.py",
+             lib / "distributed.py"]
+    seen = defaultdict(list)
+    for f in files:
+        lines = [(n, t.strip()) for n, t in enumerate(f.read_text().splitlines(), 1)]
+        lines = [(n, t) for n, t in lines if t and not t.startswith("#")]
+        for i in range(len(lines) - 5):
+            seen[tuple(t for _, t in lines[i:i + 6])].append(f"{f.relative_to(lib)}:{lines[i][0]}")
+    repeated = {block[0]: places for block, places in seen.items() if len(places) > 1}
+    assert not repeated, f"blocks of six lines repeated (first line: places): {repeated}"

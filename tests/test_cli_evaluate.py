@@ -195,8 +195,8 @@ def test_coco_captions_must_be_non_empty_strings(tmp_path):
 
 
 @pytest.mark.parametrize("module, args, message", [
-    ("bitlens.bebr.compat", ["--new-features", "x", "--out", "o", "--tau", "0"], "--tau must be greater than 0, got 0"),
-    ("bitlens.bebr.compat", ["--new-features", "x", "--out", "o", "--weight", "nan"], "--weight must be a finite"),
+    ("bitlens.bebr.train", ["--features", "x", "--out", "o", "--tau", "0"], "--tau must be greater than 0, got 0"),
+    ("bitlens.bebr.train", ["--features", "x", "--out", "o", "--weight", "nan"], "--weight must be a finite"),
     ("bitlens.dissect.__main__", ["--checkpoint", "c", "--broden", "b", "--out", "o", "--quantile", "0"],
      "--quantile must be greater than 0 and at most 1, got 0"),
     ("bitlens.dissect.__main__", ["--checkpoint", "c", "--broden", "b", "--out", "o", "--batch-size", "0"],

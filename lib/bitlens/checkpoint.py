@@ -1,4 +1,5 @@
-"""Training state shared by both trainers: atomic saves, exact resume, and a settings check.
+"""What both trainers share: atomic saves, exact resume, a settings check, the one checkpoint loader, the one
+torchrun launcher and the one end of their command lines.
 
 A training folder holds the trainer's own files (model checkpoints, logs) and `train_state.pt`: the settings the
 run was started with, how far it got (`progress`: iterations or epochs), and everything needed to continue as if
@@ -22,17 +23,28 @@ moved aside, not reused.
 The length of the run (total iterations or epochs) is not one of the settings: a longer run continues a shorter
 one with the same settings, which gives exactly the model that training from scratch would, because resume is
 exact.
+
+The settings stay a dict compared key by key (not a `bitlens.cache` digest): a changed run logs which keys
+changed, old → new, and the `inputs` digest hashes array bytes, which `cache.digest`'s JSON cannot hold exactly.
+
+`read_state_dict()` / `load_strict()` read every model file of the kit (BEBR heads, IBC networks, backbones):
+DataParallel's `module.` components are dropped wherever they sit, and a mismatch names every missing, unexpected
+and misshapen key. `torchrun_command()` / `launch()` start any training module on several processes, and
+`run_cli()` is the end of every training command line (`python -m bitlens.bebr.train`, `bitlens.ibc.train`).
 """
 from __future__ import annotations
 
+import json
 import random
 import shutil
+import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from bitlens import io, previous
+from bitlens import cli, distributed, io, previous
 from bitlens.distributed import World, broadcast_object
 
 STATE_FILE = "train_state.pt"
@@ -218,3 +230,88 @@ def open_run(out_dir, settings: dict, total: int, world: World, fresh: bool = Fa
     st = load_state(out_dir)
     st["finished"] = decision == "finished"
     return st
+
+
+# -- model files ------------------------------------------------------------------------------
+
+def strip_module(state_dict: dict) -> dict:
+    """Keys without DataParallel's `module.` components, wherever they sit (DDP: `module.W.weight`; the
+    Places365 AlexNet: `features.module.0.weight`)."""
+    return {".".join(part for part in k.split(".") if part != "module"): v for k, v in state_dict.items()}
+
+
+def torch_load(path) -> object:
+    """A model file as torch.load reads it: tensors only where possible; pickled objects (whole models, numpy
+    scalars of an older PyTorch) as the fallback. A missing or unreadable file says which it is."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False, encoding="latin1")
+        except Exception as e:
+            raise ValueError(f"{path}: cannot be read by torch.load ({type(e).__name__}: {e}); is it a PyTorch "
+                             f"checkpoint, fully downloaded?") from None
+
+
+def read_state_dict(path, what: str = "a checkpoint") -> tuple[dict, dict]:
+    """(state dict without `module.` components, the whole checkpoint dict) of a `{'state_dict': ...}` file."""
+    ck = torch_load(path)
+    sd = ck.get("state_dict") if isinstance(ck, dict) else None
+    if not isinstance(sd, dict):
+        keys = " with keys " + ", ".join(map(str, ck)) if isinstance(ck, dict) else ""
+        raise ValueError(f"{path}: expected {what} {{'state_dict': ...}}, got {type(ck).__name__}{keys}")
+    return strip_module(sd), ck
+
+
+def load_strict(model: torch.nn.Module, state_dict: dict, source, what: str, hint: str) -> None:
+    """Load `state_dict` (module. components dropped) into `model` strictly; a mismatch raises a ValueError that
+    lists the missing and unexpected keys and the shape differences, then `hint` (how to build a model that fits)."""
+    sd, own = strip_module(state_dict), model.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    wrong = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
+    if missing or unexpected or wrong:
+        def listed(keys):
+            return ", ".join(keys[:12]) + (" …" if len(keys) > 12 else "")
+
+        lines = [f"{source} does not fit {what}:"]
+        lines += [f"  missing keys ({len(missing)}): {listed(missing)}"] if missing else []
+        lines += [f"  unexpected keys ({len(unexpected)}): {listed(unexpected)}"] if unexpected else []
+        lines += [f"  {k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:12]]
+        raise ValueError("\n".join(lines + [f"  ({hint})"]))
+    model.load_state_dict(sd)
+
+
+# -- launching and the command line ---------------------------------------------------------------
+
+def torchrun_command(module: str, args: list[str], nproc: int) -> list[str]:
+    """`python -m torch.distributed.run` starting `python -m <module> <args>` on `nproc` local processes."""
+    if nproc < 2:
+        raise ValueError(f"nproc = {nproc}: torchrun is for 2 or more processes; train in this process instead")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+            module, *map(str, args)]
+
+
+def launch(module: str, args: list[str], nproc: int) -> None:
+    """Run `module` under torchrun on `nproc` processes and wait; a failed rank raises CalledProcessError."""
+    import subprocess
+
+    subprocess.run(torchrun_command(module, args, nproc), check=True)
+
+
+def run_cli(prog: str, train: Callable[[], dict | None]) -> int:
+    """The end of every training command line: `train()` runs inside the process group torchrun describes (or
+    alone), a missing file or a bad value becomes `prog: error: ...` with exit status 2, the group is always
+    left, and rank 0 prints train's summary as one JSON line."""
+    world = distributed.world_from_env()
+    try:
+        summary = train()
+    except (FileNotFoundError, ValueError) as e:
+        return cli.fail(prog, str(e))
+    finally:
+        distributed.teardown(world)
+    if world.main and summary is not None:
+        print(json.dumps(summary))
+    return 0

@@ -11,10 +11,13 @@ n > 1 blocks → Sequential(n × LinearBnRelu(fc, bn, relu), Linear).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from bitlens import checkpoint
 
 
 class _SignSTE(torch.autograd.Function):
@@ -103,19 +106,32 @@ class RBEHead(nn.Module):
 
     def load_official(self, state_dict: dict, source: str = "state dict") -> None:
         """Load a state dict with the official keys (optionally prefixed by DDP's `module.`), strictly."""
-        sd = {k[7:] if k.startswith("module.") else k: v for k, v in state_dict.items()}
-        own = self.state_dict()
-        missing = sorted(set(own) - set(sd))
-        unexpected = sorted(set(sd) - set(own))
-        wrong = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
-        if missing or unexpected or wrong:
-            lines = [f"{source} does not fit this head ({self.cfg}):"]
-            if missing:
-                lines.append(f"  missing keys: {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
-            if unexpected:
-                lines.append(f"  unexpected keys: {', '.join(unexpected[:8])}{' …' if len(unexpected) > 8 else ''}")
-            for k in wrong[:8]:
-                lines.append(f"  {k}: checkpoint {tuple(sd[k].shape)} vs head {tuple(own[k].shape)}")
-            lines.append("  check out_dim / u / hidden / blocks against the checkpoint's training config")
-            raise ValueError("\n".join(lines))
-        self.load_state_dict(sd)
+        checkpoint.load_strict(self, state_dict, source, f"this head ({self.cfg})",
+                               "check out_dim / u / hidden / blocks against the checkpoint's training config")
+
+
+def freeze(head: "RBEHead") -> "RBEHead":
+    """Eval mode (BatchNorm uses, never updates, its running statistics) and no gradients."""
+    head.eval()
+    for p in head.parameters():
+        p.requires_grad_(False)
+    return head
+
+
+def load_head(path, in_dim: int | None = None) -> RBEHead:
+    """A trained head, frozen, from a checkpoint of `bitlens.bebr.train` (its settings travel in `meta.config`)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: head checkpoint not found; run notebooks/11_bebr_train.ipynb first")
+    sd, ck = checkpoint.read_state_dict(path, "a bitlens.bebr head checkpoint")
+    try:
+        cfg = HeadConfig(**ck["meta"]["config"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path}: no head settings under meta.config ({e}); expected a bitlens.bebr checkpoint") \
+            from None
+    if in_dim is not None and cfg.in_dim != in_dim:
+        raise ValueError(f"{path}: the head takes {cfg.in_dim}-d features but the old features are {in_dim}-d; "
+                         f"are they from the encoder this head was trained on?")
+    head = RBEHead(cfg)
+    head.load_official(sd, source=str(path))
+    return freeze(head)

@@ -42,3 +42,18 @@ def rbe_loss(h1: torch.Tensor, h2: torch.Tensor, labels: torch.Tensor, tau: floa
         h1, h2, all_h1, all_h2 = (t.float() for t in (h1, h2, all_h1, all_h2))
         return (contrast_direction(h1, all_h2, labels, all_labels, pos_idx, tau, k)
                 + contrast_direction(h2, all_h1, labels, all_labels, pos_idx, tau, k))
+
+
+def compat_loss(a: torch.Tensor, b: torch.Tensor, old_img: torch.Tensor, old_txt: torch.Tensor,
+                labels: torch.Tensor, tau: float = 0.05, k: int = 5, all_labels: torch.Tensor | None = None,
+                offset: int = 0) -> torch.Tensor:
+    """The compatibility term (docs/compat.md): D(a → old_txt) + D(b → old_img), new local queries against the
+    old gallery codes of the (global) batch.
+
+    `old_img` / `old_txt` hold every candidate (under DDP: the whole global batch, `offset` = this rank's first
+    anchor). They are detached: no gradient can reach the old head, however the codes were computed.
+    """
+    all_labels = labels if all_labels is None else all_labels
+    pos_idx = torch.arange(a.shape[0], device=a.device) + offset
+    return (contrast_direction(a, old_txt.detach(), labels, all_labels, pos_idx, tau, k)
+            + contrast_direction(b, old_img.detach(), labels, all_labels, pos_idx, tau, k))

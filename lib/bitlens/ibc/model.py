@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bitlens import checkpoint
 from bitlens.labels import MISSING_LABEL
 
 BACKBONES = ("alexnet", "small")
@@ -254,12 +255,11 @@ def load_small_features(features: nn.Module, path) -> None:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: small-backbone weights file not found")
-    obj = _torch_load(path)
+    obj = checkpoint.torch_load(path)
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict):
         raise ValueError(f"{path}: expected a state dict of small_features() (or {{'state_dict': ...}})")
-    _check_state_dict(features, _strip_module(sd), path, "the small backbone (small_features)")
-    features.load_state_dict(_strip_module(sd))
+    checkpoint.load_strict(features, sd, path, "the small backbone (small_features)", FIT_HINT)
 
 
 def build_model(code_length: int, num_classes: int, backbone: str = "alexnet", input_size: int | None = None,
@@ -295,7 +295,7 @@ def load_readouts(path) -> dict:
                                 f"from the read-outs that 20_ibc_train's pretraining writes beside backbone_weights; "
                                 f"re-run 20_ibc_train (or python run_all.py --from 20_ibc_train), or set "
                                 f"bit_init: kaiming")
-    obj = _torch_load(path)
+    obj = checkpoint.torch_load(path)
     if not isinstance(obj, dict) or any(k not in obj or not {"weight", "bias"} <= set(obj[k]) for k in READOUT_ORDER):
         raise ValueError(f"{path}: expected {{category: {{'weight', 'bias', 'concepts'}}}} for "
                          f"{', '.join(READOUT_ORDER)} (bitlens.ibc.pretrain.readouts_from_heads)")
@@ -333,25 +333,6 @@ def init_bits_from_readouts(model: IBC, readouts: dict) -> list[str]:
     return names
 
 
-def _torch_load(path: Path):
-    """torch.load that explains what went wrong; pickled whole models (older files) are allowed as a fallback."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception:  # e.g. a pickled nn.Module or numpy scalars from an older PyTorch
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False, encoding="latin1")
-        except Exception as e:
-            raise ValueError(f"{path}: cannot be read by torch.load ({type(e).__name__}: {e}); is it a PyTorch "
-                             f"checkpoint, fully downloaded?") from None
-
-
-def _strip_module(sd: dict) -> dict:
-    """Drop DataParallel's `module.` wherever it sits (Places365 AlexNet: `features.module.0.weight`)."""
-    return {k.replace("module.", ""): v for k, v in sd.items()}
-
-
 def load_alexnet(path) -> nn.Module:
     """torchvision AlexNet with the weights of a local file: the ImageNet state dict (`alexnet-owt-*.pth`) or the
     Places365 AlexNet (`alexnet_places365.pth.tar`, `{'state_dict'}` with DataParallel names, 365 classes)."""
@@ -361,53 +342,28 @@ def load_alexnet(path) -> nn.Module:
     if not path.exists():
         raise FileNotFoundError(f"{path}: AlexNet weights file not found; see data/README.md (torchvision's "
                                 f"alexnet-owt-7be5be79.pth for ImageNet, alexnet_places365.pth.tar for SUN)")
-    obj = _torch_load(path)
+    obj = checkpoint.torch_load(path)
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
         raise ValueError(f"{path}: expected an AlexNet state dict (or {{'state_dict': ...}})")
-    sd = _strip_module(sd)
+    sd = checkpoint.strip_module(sd)
     if "classifier.6.weight" not in sd:
         raise ValueError(f"{path}: not an AlexNet state dict (no 'classifier.6.weight'; keys start with "
                          f"{', '.join(list(sd)[:4])})")
     net = torchvision.models.alexnet(weights=None, num_classes=int(sd["classifier.6.weight"].shape[0]))
-    _check_state_dict(net, sd, path, "torchvision AlexNet")
-    net.load_state_dict(sd)
+    checkpoint.load_strict(net, sd, path, "torchvision AlexNet", FIT_HINT)
     return net
 
 
-def _check_state_dict(model: nn.Module, sd: dict, path, what: str) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    wrong = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
-    if not (missing or unexpected or wrong):
-        return
-    lines = [f"{path} does not fit {what}:"]
-    if missing:
-        lines.append(f"  missing keys ({len(missing)}): " + ", ".join(missing[:12]) + (" …" if len(missing) > 12 else ""))
-    if unexpected:
-        lines.append(f"  unexpected keys ({len(unexpected)}): " + ", ".join(unexpected[:12])
-                     + (" …" if len(unexpected) > 12 else ""))
-    for k in wrong[:12]:
-        lines.append(f"  {k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}")
-    lines.append("  (build the model with the checkpoint's code length, classes and backbone, or use "
-                 "bitlens.ibc.model.load_ibc_checkpoint, which reads them from the file)")
-    raise ValueError("\n".join(lines))
+FIT_HINT = ("build the model with the checkpoint's code length, classes and backbone, or use "
+            "bitlens.ibc.model.load_ibc_checkpoint, which reads them from the file")
 
 
 def read_state_dict(path) -> tuple[dict, dict]:
     """(state dict without `module.` prefixes, the whole checkpoint dict) of an IBC checkpoint file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    ck = _torch_load(path)
-    sd = ck.get("state_dict") if isinstance(ck, dict) else None
-    if not isinstance(sd, dict):
-        raise ValueError(f"{path}: expected an IBC checkpoint {{'state_dict': ...}}, got "
-                         f"{type(ck).__name__}{' with keys ' + ', '.join(map(str, ck)) if isinstance(ck, dict) else ''}")
-    return {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}, ck
+    return checkpoint.read_state_dict(path, "an IBC checkpoint")
 
 
 def load_checkpoint(model: IBC, path) -> dict:
@@ -415,8 +371,7 @@ def load_checkpoint(model: IBC, path) -> dict:
     listing the missing and unexpected keys and the shape differences. Returns the checkpoint dict."""
     sd, ck = read_state_dict(path)
     arch = ", ".join(f"{k}={v}" for k, v in model.architecture().items())
-    _check_state_dict(model, sd, path, f"IBC({arch})")
-    model.load_state_dict(sd)
+    checkpoint.load_strict(model, sd, path, f"IBC({arch})", FIT_HINT)
     return ck
 
 

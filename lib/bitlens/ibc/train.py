@@ -267,8 +267,8 @@ def main(argv=None) -> int:
                     help="start from scratch even if the folder holds a run with the same settings (the earlier "
                          "files are moved to .previous/<folder>/<time>/, see bitlens.previous)")
     args = ap.parse_args(argv)
-    world = distributed.world_from_env()
-    try:
+
+    def train() -> None:
         P = config.load_params(args.profile, args.set)
         exps = P["ibc"]["experiments"]
         if args.experiment not in exps:
@@ -285,11 +285,8 @@ def main(argv=None) -> int:
 
         train_experiment(**train_arguments(exp, P["data"]["imagelists"][exp["dataset"]], None, args.device),
                          out_dir=args.out, fresh=args.fresh)
-    except (FileNotFoundError, ValueError) as e:
-        return cli.fail(prog, str(e))
-    finally:
-        distributed.teardown(world)
-    return 0
+
+    return checkpoint.run_cli(prog, train)
 
 
 if __name__ == "__main__":

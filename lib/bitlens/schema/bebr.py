@@ -48,7 +48,17 @@ BEBR = {
         "old_head": Field(str, "bebr", help="binary head of 11_bebr_train whose codes index the old gallery"),
         "new_u": Field(int, None, nullable=True, min=0, help="recurrent steps of the new head; null = the old head's "
                                                       "(another value: a new bit budget on the same dims)"),
-        "weight": Field(float, 1.0, min=0, help="λ, the weight of the compatibility term (0 = independent training)"),
+        "select": {  # chosen on held-out training pairs, never on the reported validation pairs (docs/compat.md)
+            "weights": Field(list, [1.0, 3.0], item_type=float, above=0,
+                             help="candidate λ, the weight of the compatibility term"),
+            "warm_start": Field(list, [False, True], item_type=bool,
+                                help="candidate starts of the compatible head: false = seeded random (as the "
+                                     "independent head), true = the old head's weights"),
+            "holdout": Field(float, 0.2, above=0, max=0.9,
+                             help="fraction of the training images held out to choose the candidate on"),
+        },
+        "seeds": Field(int, 3, min=1, help="head seeds (bebr.train.seed + 0, 1, …) the cross-version table "
+                                           "averages (mean ± std)"),
         "epochs": Field(int, None, nullable=True, min=1, help="epochs of both new heads; null = bebr.train.epochs"),
         "ties": Field(str, "pessimistic", choices=TIES, help="tie policy of the cross-version table"),
         "encoder": {
