@@ -36,7 +36,7 @@ rehearse: $(STAMP)
 	PYTHONPATH=$(CURDIR)/lib $(PY) -m bitlens.replica $(REPLICA) --print-overrides released > $(REPLICA).released.args
 	HF_HUB_OFFLINE=1 $(PY) run_all.py --profile paper --results results/rehearsal $$(cat $(REPLICA).paper.args)
 	PYTHONPATH=$(CURDIR)/lib HF_HUB_OFFLINE=1 $(PY) -m torch.distributed.run --standalone --nproc_per_node=2 \
-	  -m bitlens.ibc.train --profile paper --experiment imagenet100c --device cpu --fresh \
+	  -m bitlens.stages.ibc_train --profile paper --experiment imagenet100c --device cpu --fresh \
 	  --out results/rehearsal/ibc_torchrun $$(cat $(REPLICA).paper.args)
 	HF_HUB_OFFLINE=1 $(PY) run_all.py --profile released --results results/rehearsal $$(cat $(REPLICA).released.args)
 

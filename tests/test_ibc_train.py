@@ -9,7 +9,8 @@ from bitlens.data.imagelist import read_list
 from bitlens.ibc.loss import TERMS
 from bitlens.ibc.model import IBC, read_state_dict
 from bitlens.ibc.images import center_crop, random_crop_flip
-from bitlens.ibc.train import EpochBatches, IBCTrainOptions, latest_checkpoint, main, train_ibc
+from bitlens.ibc.train import EpochBatches, IBCTrainOptions, latest_checkpoint, train_ibc
+from bitlens.stages.ibc_train import main
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +215,7 @@ def test_command_line_trains_a_profile_experiment(image_list, tmp_path, capsys):
         main(["--profile", "tiny", "--experiment", "nope", "--out", str(tmp_path)])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: python -m bitlens.ibc.train") and "unknown experiment 'nope'" in err
+    assert err.startswith("usage: python -m bitlens.stages.ibc_train") and "unknown experiment 'nope'" in err
     with pytest.raises(SystemExit):
         main(["--profile", "tiny", "--experiment", "shape", "--out", str(tmp_path)])
     assert "unknown experiment 'shape'; did you mean 'shapes'?" in capsys.readouterr().err

@@ -91,3 +91,15 @@ def test_the_module_map_in_docs_lists_every_module_and_nothing_else():
     modules = set(import_graph())
     assert modules - listed == set(), "modules missing from docs/design.md's module map"
     assert listed - modules == set(), "docs/design.md's module map names modules that do not exist"
+
+
+def test_the_science_never_imports_the_stage_layer():
+    """Params become plain arguments in the stage modules only: nothing below them reaches up to a stage module,
+    the notebook helpers, the pipeline or the report (docs/design.md, Architecture)."""
+    top = ("bitlens.stage", "bitlens.stages.", "bitlens.pipeline", "bitlens.report", "bitlens.preflight")
+    science = ("bitlens.bebr", "bitlens.ibc", "bitlens.dissect", "bitlens.search", "bitlens.data", "bitlens.codes",
+               "bitlens.metrics", "bitlens.encoders", "bitlens.checkpoint", "bitlens.figures", "bitlens.widgets")
+    graph = import_graph()
+    up = {m: sorted(t for t in graph[m] if t.startswith(top) and t != "bitlens.stages")
+          for m in graph if m.startswith(science)}
+    assert {m: t for m, t in up.items() if t} == {}

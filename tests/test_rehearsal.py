@@ -38,7 +38,8 @@ def rehearsal(tmp_path_factory):
     replica.write_replica(data, 0, log=lambda s: None)
     paper = _run(["run_all.py", "--profile", "paper", "--results", results,
                   *[f"--set={s}" for s in replica.paper_overrides(data)]])
-    torchrun = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "bitlens.ibc.train",
+    torchrun = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                     "-m", "bitlens.stages.ibc_train",
                      "--profile", "paper", "--experiment", "imagenet100c", "--device", "cpu", "--fresh",
                      "--out", results / "ibc_torchrun", *[f"--set={s}" for s in replica.paper_overrides(data)]])
     released = _run(["run_all.py", "--profile", "released", "--results", results,

@@ -30,7 +30,7 @@ changed, old → new, and the `inputs` digest hashes array bytes, which `cache.d
 `read_state_dict()` / `load_strict()` read every model file of the kit (BEBR heads, IBC networks, backbones):
 DataParallel's `module.` components are dropped wherever they sit, and a mismatch names every missing, unexpected
 and misshapen key. `torchrun_command()` / `launch()` start any training module on several processes, and
-`run_cli()` is the end of every training command line (`python -m bitlens.bebr.train`, `bitlens.ibc.train`).
+`run_cli()` is the end of every training command line (`python -m bitlens.bebr.train`, `bitlens.stages.ibc_train`).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ from bitlens.distributed import World, broadcast_object
 
 STATE_FILE = "train_state.pt"
 PREVIOUS_PREFIX = "previous-"
-FRESH_HINT = "--fresh (python -m bitlens.bebr.train / bitlens.ibc.train), --force (run_all.py) or fresh=True"
+FRESH_HINT = "--fresh (python -m bitlens.bebr.train / bitlens.stages.ibc_train), --force (run_all.py) or fresh=True"
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

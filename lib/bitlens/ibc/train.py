@@ -1,5 +1,5 @@
-"""Train an IBC model: `python -m bitlens.ibc.train --profile tiny --experiment shapes --out DIR [--set k=v]`
-(or `torchrun --nproc_per_node N -m bitlens.ibc.train ...`: the batch is split over the ranks).
+"""The IBC trainer (single process, or one rank of `torchrun`: the batch is split over the ranks). Its command line
+is the stage's, `python -m bitlens.stages.ibc_train`, which turns a profile's experiment into these arguments.
 
 One step, as the official `Trainer.model_update`: the batch is split in halves (unmasked / gated by GRM[y]), the
 seven loss terms are weighted and summed, Adam updates the official parameter groups (×10 lr for hash_layer,
@@ -250,44 +250,3 @@ def snapshot_summary(summary: dict, iteration: int) -> dict:
     folder = summary["checkpoint"].rsplit("/", 1)[0]
     return {"code_length": summary["code_length"], "iterations": int(iteration),
             "checkpoint": f"{folder}/{checkpoint_name(int(iteration))}", "bit_init": summary.get("bit_init", [])}
-
-
-def main(argv=None) -> int:
-    from bitlens import cli, config
-
-    prog = "python -m bitlens.ibc.train"
-    ap = cli.parser(prog, __doc__)
-    ap.add_argument("--profile", default="tiny", help="params/<profile>.yaml")
-    ap.add_argument("--experiment", required=True, help="a key of ibc.experiments in the profile")
-    ap.add_argument("--out", required=True, help="output folder (checkpoints, train_state.pt, log.csv)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="params override, repeatable (e.g. ibc.experiments.shapes.lr=0.001)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    ap.add_argument("--fresh", action="store_true",
-                    help="start from scratch even if the folder holds a run with the same settings (the earlier "
-                         "files are moved to .previous/<folder>/<time>/, see bitlens.previous)")
-    args = ap.parse_args(argv)
-
-    def train() -> None:
-        P = config.load_params(args.profile, args.set)
-        exps = P["ibc"]["experiments"]
-        if args.experiment not in exps:
-            import difflib
-
-            near = difflib.get_close_matches(args.experiment, list(exps), n=1)
-            ap.error(f"unknown experiment {args.experiment!r}" + (f"; did you mean {near[0]!r}?" if near else "")
-                     + f" (experiments of profile {args.profile}: {', '.join(exps)})")
-        exp = exps[args.experiment]
-        if exp["dataset"] not in P["data"]["imagelists"]:
-            ap.error(f"ibc.experiments.{args.experiment}.dataset = {exp['dataset']!r} is not a key of "
-                     f"data.imagelists ({', '.join(P['data']['imagelists'])})")
-        from bitlens.stages.ibc_params import train_arguments
-
-        train_experiment(**train_arguments(exp, P["data"]["imagelists"][exp["dataset"]], None, args.device),
-                         out_dir=args.out, fresh=args.fresh)
-
-    return checkpoint.run_cli(prog, train)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""Params → plain arguments for the IBC stages (20–23) and `python -m bitlens.ibc.train`: the only place that reads
+"""Params → plain arguments for the IBC stages (20–23) and `python -m bitlens.stages.ibc_train`: the only place that reads
 `ibc.*` and `data.*` entries for the IBC science code, which takes paths, numbers and objects."""
 from __future__ import annotations
 

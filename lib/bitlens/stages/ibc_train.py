@@ -97,3 +97,50 @@ def run(stage, force: bool = False) -> Section:
                    "sweep_iterations": {str(K): s["iterations"] for K, s in swept.items()}}
     stage.write_metrics(out.metrics)
     return out
+
+
+CLI_DOC = """Train one IBC experiment of a profile, as stage 20_ibc_train does, into a folder of your choice:
+`python -m bitlens.stages.ibc_train --profile paper --experiment imagenet100c --out DIR [--set k=v] [--fresh]`, or
+under `torchrun --nproc_per_node N -m bitlens.stages.ibc_train ...` (the batch is split over the ranks). See
+bitlens.ibc.train for what one step does and which files the folder holds."""
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from bitlens import checkpoint, cli, config
+
+    prog = "python -m bitlens.stages.ibc_train"
+    ap = cli.parser(prog, CLI_DOC)
+    ap.add_argument("--profile", default="tiny", help="params/<profile>.yaml")
+    ap.add_argument("--experiment", required=True, help="a key of ibc.experiments in the profile")
+    ap.add_argument("--out", required=True, help="output folder (checkpoints, train_state.pt, log.csv)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="params override, repeatable (e.g. ibc.experiments.shapes.lr=0.001)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    ap.add_argument("--fresh", action="store_true",
+                    help="start from scratch even if the folder holds a run with the same settings (the earlier "
+                         "files are moved to .previous/<folder>/<time>/, see bitlens.previous)")
+    args = ap.parse_args(argv)
+
+    def train() -> None:
+        P = config.load_params(args.profile, args.set)
+        exps = P["ibc"]["experiments"]
+        if args.experiment not in exps:
+            import difflib
+
+            near = difflib.get_close_matches(args.experiment, list(exps), n=1)
+            ap.error(f"unknown experiment {args.experiment!r}" + (f"; did you mean {near[0]!r}?" if near else "")
+                     + f" (experiments of profile {args.profile}: {', '.join(exps)})")
+        exp = exps[args.experiment]
+        if exp["dataset"] not in P["data"]["imagelists"]:
+            ap.error(f"ibc.experiments.{args.experiment}.dataset = {exp['dataset']!r} is not a key of "
+                     f"data.imagelists ({', '.join(P['data']['imagelists'])})")
+        train_experiment(**ibc_params.train_arguments(exp, P["data"]["imagelists"][exp["dataset"]], None, args.device),
+                         out_dir=args.out, fresh=args.fresh)
+
+    return checkpoint.run_cli(prog, train)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
