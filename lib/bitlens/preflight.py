@@ -10,7 +10,6 @@ same check first and stops before writing anything.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import re
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from bitlens import config
+from bitlens.cache import file_digest
 from bitlens.stages import STAGES, StageSpec
 
 # where each kind of input comes from (data/README.md has the details)
@@ -156,11 +156,7 @@ def hash_suffix_ok(path) -> bool | None:
     m = re.search(r"-([0-9a-f]{8,})\.[A-Za-z.]+$", Path(path).name)
     if not m:
         return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest().startswith(m.group(1))
+    return file_digest(path).startswith(m.group(1))
 
 
 def _alexnet_file(path):

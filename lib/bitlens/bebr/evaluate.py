@@ -192,19 +192,13 @@ def hashing_table_row(name: str, h: dict, bits: int, kind: str) -> dict:
 
 # -- the CLIP retrieval protocol (open_clip / CLIP_benchmark): every caption of each image -----------------
 
-def head_embeddings(run_dir, head: dict, x: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Embeddings of features `x` by the head trained in `run_dir` (its checkpoint.pth, `head` its params)."""
-    import torch
+def head_embeddings(run_dir, x: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Embeddings of features `x` by the head trained in `run_dir` (its checkpoint.pth, read by heads.load_head)."""
+    from bitlens.bebr.heads import load_head
+    from bitlens.bebr.train import embed
 
-    from bitlens.bebr.heads import RBEHead
-    from bitlens.bebr.train import embed, head_config
-
-    ckpt = Path(run_dir) / "checkpoint.pth"
-    if not ckpt.exists():
-        raise FileNotFoundError(f"{ckpt}: head checkpoint not found; run stage 11_bebr_train first")
-    model = RBEHead(head_config(x.shape[1], head))
-    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
-    return embed(model.to(device), np.ascontiguousarray(x, dtype=np.float32), device)
+    head = load_head(Path(run_dir) / "checkpoint.pth", in_dim=x.shape[1])
+    return embed(head.to(device), np.ascontiguousarray(x, dtype=np.float32), device)
 
 
 def clip_protocol_recalls(img: np.ndarray, txt: np.ndarray, txt_image, binary: bool, planes: int) -> dict:

@@ -308,16 +308,6 @@ def train_head(features: dict, cfg: HeadConfig, opts: TrainOptions, out_dir, fre
     return history
 
 
-def options_from_params(train: dict, device: str) -> TrainOptions:
-    """Training options from the validated `bebr.train` section."""
-    return TrainOptions(**{k: train[k] for k in TrainOptions.__dataclass_fields__ if k in train}, device=device)
-
-
-def head_config(in_dim: int, head: dict) -> HeadConfig:
-    """A head's configuration from one `bebr.heads.<name>` entry."""
-    return HeadConfig(in_dim, head["out_dim"], head["u"], head["hidden"], head["blocks"], head["binary"])
-
-
 # -- the command line, here or under torchrun ---------------------------------------------------
 
 PROG = "python -m bitlens.bebr.train"

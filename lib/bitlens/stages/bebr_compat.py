@@ -17,8 +17,9 @@ import pandas as pd
 from bitlens.bebr import compat
 from bitlens.bebr.evaluate import TIE_MEANING
 from bitlens.bebr.heads import HeadConfig
-from bitlens.bebr.train import Compatibility, embed, load_features, options_from_params, train_or_launch
+from bitlens.bebr.train import Compatibility, embed, load_features, train_or_launch
 from bitlens.stage import Section, Stage
+from bitlens.stages.bebr_params import options_from_params
 
 
 def run(stage: Stage, force: bool = False) -> Section:

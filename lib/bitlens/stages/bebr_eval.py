@@ -131,13 +131,13 @@ def run(stage: Stage, force: bool = False) -> Section:
         clip_rows["CLIP (float, no head)"] = {"bits": 32 * cp_img.shape[1],
                                               **clip_protocol_recalls(cp_img, cp_txt, cp_txt_image, False, 1)}
         for name, h in heads.items():
-            hi = head_embeddings(folders[name], h, cp_img, stage.device())
-            ht = head_embeddings(folders[name], h, cp_txt, stage.device())
+            hi = head_embeddings(folders[name], cp_img, stage.device())
+            ht = head_embeddings(folders[name], cp_txt, stage.device())
             clip_rows[name] = {"bits": rows[name]["bits"],
                                **clip_protocol_recalls(hi, ht, cp_txt_image, h["binary"], h["u"] + 1)}
         # the checkpoint reproduces the codes 11_bebr_train handed on (same rows when the images are val2017)
         if split_info["images"] == "val_img.npy":
-            same = {n: bool(np.array_equal(head_embeddings(folders[n], h, cp_img, stage.device()),
+            same = {n: bool(np.array_equal(head_embeddings(folders[n], cp_img, stage.device()),
                                            code_values(emb[n][0])))
                     for n, h in heads.items() if h["binary"]}
             out.sentences.append(f"head checkpoints reproduce 11_bebr_train's binary image codes: {same}")

@@ -12,7 +12,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from bitlens.bebr.evaluate import code_of
-from bitlens.bebr.train import head_config, load_features, options_from_params, train_or_launch
+from bitlens.bebr.train import load_features, train_or_launch
+from bitlens.stages.bebr_params import head_config, options_from_params
 from bitlens.codes import save_packed
 from bitlens.stage import Section, Stage
 
